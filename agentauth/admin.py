@@ -1,0 +1,194 @@
+"""Admin: staff approve, deny and revoke through the same domain functions as the API.
+
+Actions never ``queryset.update()`` state: each object goes through ``approvals.decide`` or
+``lifecycle.revoke_*`` so the audit trail and signals are identical whatever the entry point.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+
+from . import approvals, lifecycle
+from .errors import ProtocolError
+from .models import (
+    Agent,
+    AgentStatus,
+    ApprovalRequest,
+    AuditEvent,
+    CapabilityGrant,
+    GrantStatus,
+    Host,
+)
+
+
+class GrantInline(admin.TabularInline):
+    model = CapabilityGrant
+    extra = 0
+    fields = ("capability", "status", "constraints", "granted_by", "denied_by", "reason", "expires_at")
+    readonly_fields = fields
+    can_delete = False
+    show_change_link = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class ApproveSomeForm(forms.Form):
+    capabilities = forms.MultipleChoiceField(
+        required=False, widget=forms.CheckboxSelectMultiple, label="Capabilities to approve"
+    )
+
+
+@admin.register(Agent)
+class AgentAdmin(admin.ModelAdmin):
+    list_display = ("name", "id", "status", "mode", "host", "user", "created_at", "last_used_at")
+    list_filter = ("status", "mode", "created_at")
+    search_fields = ("id", "name", "host__id", "host__name")
+    list_select_related = ("host", "user")
+    raw_id_fields = ("host", "user")
+    readonly_fields = (
+        "id", "host", "user", "mode", "status", "public_key", "thumbprint", "jwks_url", "kid",
+        "revocation_reason", "last_used_at", "activated_at", "expires_at", "revoked_at",
+        "created_at", "updated_at",
+    )
+    inlines = [GrantInline]
+    actions = ["approve_all", "approve_some", "deny", "revoke"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # agents register themselves through a host
+
+    def _decide(self, request: HttpRequest, agents: QuerySet[Agent], **kwargs: Any) -> None:
+        done = 0
+        for agent in agents:
+            try:
+                approvals.decide(agent, approver=request.user, actor_type="staff", **kwargs)
+                done += 1
+            except ProtocolError as exc:
+                self.message_user(request, f"{agent}: {exc.message}", messages.WARNING)
+        if done:
+            self.message_user(request, f"Decided {done} agent(s).", messages.SUCCESS)
+
+    @admin.action(description="Approve all pending capabilities", permissions=["change"])
+    def approve_all(self, request: HttpRequest, queryset: QuerySet[Agent]) -> None:
+        self._decide(request, queryset)
+
+    @admin.action(description="Approve some capabilities…", permissions=["change"])
+    def approve_some(self, request: HttpRequest, queryset: QuerySet[Agent]) -> HttpResponse | None:
+        if queryset.count() != 1:
+            self.message_user(request, "Choose exactly one agent.", messages.WARNING)
+            return None
+        agent = queryset.get()
+        pending = list(agent.grants.filter(status=GrantStatus.PENDING).values_list("capability", flat=True))
+        form = ApproveSomeForm(request.POST if "apply" in request.POST else None)
+        form.fields["capabilities"].choices = [(c, c) for c in pending]
+        if "apply" in request.POST and form.is_valid():
+            self._decide(request, queryset, approve=form.cleaned_data["capabilities"])
+            return None
+        return render(
+            request,
+            "admin/agentauth/approve_some.html",
+            {"agent": agent, "form": form, "opts": self.model._meta, "queryset": queryset,
+             "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME},
+        )
+
+    @admin.action(description="Deny the connection", permissions=["change"])
+    def deny(self, request: HttpRequest, queryset: QuerySet[Agent]) -> None:
+        self._decide(request, queryset, reject=True, reason="Denied by an administrator")
+
+    @admin.action(description="Revoke", permissions=["change"])
+    def revoke(self, request: HttpRequest, queryset: QuerySet[Agent]) -> None:
+        count = sum(
+            lifecycle.revoke_agent(a, actor_type="staff", actor_id=str(request.user.pk))
+            for a in queryset
+        )
+        self.message_user(request, f"Revoked {count} agent(s).", messages.SUCCESS)
+
+
+@admin.register(Host)
+class HostAdmin(admin.ModelAdmin):
+    list_display = ("name", "id", "status", "user", "created_at", "last_used_at")
+    list_filter = ("status", "created_at")
+    search_fields = ("id", "name", "thumbprint")
+    list_select_related = ("user",)
+    raw_id_fields = ("user",)
+    readonly_fields = (
+        "id", "thumbprint", "public_key", "jwks_url", "status", "previous_thumbprint",
+        "previous_thumbprint_until", "activated_at", "last_used_at", "revoked_at",
+        "created_at", "updated_at",
+    )
+    fields = ("name", "default_capabilities", "expires_at", *readonly_fields, "user")
+    actions = ["revoke"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # use agentauth_create_host: it validates the key and computes the id
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        # Linking goes through lifecycle.link_host (it claims autonomous agents), never a form.
+        return (*self.readonly_fields, "user")
+
+    @admin.action(description="Revoke (cascades to its agents)", permissions=["change"])
+    def revoke(self, request: HttpRequest, queryset: QuerySet[Host]) -> None:
+        total = 0
+        for host in queryset:
+            total += lifecycle.revoke_host(host, actor_type="staff", actor_id=str(request.user.pk))
+        self.message_user(
+            request, f"Revoked {queryset.count()} host(s) and {total} agent(s).", messages.SUCCESS
+        )
+
+
+@admin.register(CapabilityGrant)
+class CapabilityGrantAdmin(admin.ModelAdmin):
+    list_display = ("capability", "agent", "status", "granted_by", "expires_at", "created_at")
+    list_filter = ("status", "capability")
+    search_fields = ("agent__id", "capability")
+    list_select_related = ("agent", "granted_by")
+    raw_id_fields = ("agent", "granted_by", "denied_by", "approval")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(ApprovalRequest)
+class ApprovalRequestAdmin(admin.ModelAdmin):
+    list_display = ("id", "agent", "method", "status", "expires_at", "created_at")
+    list_filter = ("status", "method")
+    search_fields = ("id", "agent__id")
+    list_select_related = ("agent",)
+    exclude = ("user_code_hash",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    """Read-only: an audit trail that staff can edit is not an audit trail."""
+
+    list_display = ("created_at", "kind", "actor_type", "agent_id", "host_id", "user_id",
+                    "capability", "outcome", "error_code")
+    list_filter = ("kind", "outcome", "actor_type", "created_at")
+    search_fields = ("agent_id", "host_id", "user_id", "capability", "error_code")
+    date_hierarchy = "created_at"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+

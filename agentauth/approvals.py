@@ -1,0 +1,259 @@
+"""Approval requests and decisions (spec §7).
+
+:func:`decide` is the one place where a person's (or an operator's) decision changes grants and
+agent state; the admin, the management command and the approval pages all call it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+from django.db import transaction
+from django.utils import timezone
+
+from . import audit, lifecycle, signals
+from .conf import app_settings
+from .errors import ProtocolError, invalid_request
+from .models import (
+    Agent,
+    AgentMode,
+    AgentStatus,
+    ApprovalMethod,
+    ApprovalRequest,
+    ApprovalStatus,
+    CapabilityGrant,
+    GrantStatus,
+    Host,
+    HostStatus,
+)
+
+#: RFC 8628 §6.1: base-20 consonants, no vowels (no words), no look-alikes.
+USER_CODE_ALPHABET = "BCDFGHJKLMNPQRSTVWXZ"
+USER_CODE_LENGTH = 8
+
+
+def generate_user_code() -> str:
+    raw = "".join(secrets.choice(USER_CODE_ALPHABET) for _ in range(USER_CODE_LENGTH))
+    return f"{raw[:4]}-{raw[4:]}"
+
+
+def normalize_user_code(code: str) -> str:
+    return "".join(ch for ch in code.upper() if ch in USER_CODE_ALPHABET)
+
+
+def hash_user_code(code: str) -> str:
+    return hashlib.sha256(normalize_user_code(code).encode("ascii")).hexdigest()
+
+
+@dataclass
+class IssuedApproval:
+    request: ApprovalRequest
+    user_code: str | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        """The approval object of spec §7 (AP3)."""
+        req = self.request
+        expires_in = max(0, int((req.expires_at - timezone.now()).total_seconds()))
+        data: dict[str, Any] = {"method": req.method}
+        if req.method == ApprovalMethod.DEVICE_AUTHORIZATION and self.user_code:
+            uri = app_settings.VERIFICATION_URI
+            data["verification_uri"] = uri
+            data["verification_uri_complete"] = f"{uri}?{urlencode({'code': self.user_code})}"
+            data["user_code"] = self.user_code
+        if req.binding_message:
+            data["binding_message"] = req.binding_message
+        data["expires_in"] = expires_in
+        data["interval"] = req.interval
+        return data
+
+
+def open_request(
+    agent: Agent,
+    grants: Iterable[CapabilityGrant],
+    *,
+    reason: str = "",
+    binding_message: str = "",
+    login_hint: str = "",
+) -> IssuedApproval:
+    """Create a device-authorization request for ``grants`` (and the agent itself if pending).
+
+    Any earlier pending request of the agent is superseded: its user code stops working, so
+    only the newest code is ever live (spec §5.3 "refreshed approval flow").
+    """
+    now = timezone.now()
+    ApprovalRequest.objects.filter(agent=agent, status=ApprovalStatus.PENDING).update(
+        status=ApprovalStatus.EXPIRED, decided_at=now, updated_at=now
+    )
+    code = generate_user_code()
+    req = ApprovalRequest.objects.create(
+        agent=agent,
+        method=ApprovalMethod.DEVICE_AUTHORIZATION,
+        user_code_hash=hash_user_code(code),
+        binding_message=binding_message,
+        login_hint=login_hint,
+        reason=reason,
+        interval=app_settings.APPROVAL_INTERVAL,
+        expires_at=now + timedelta(seconds=app_settings.APPROVAL_EXPIRES_IN),
+    )
+    CapabilityGrant.objects.filter(pk__in=[g.pk for g in grants]).update(approval=req)
+    return IssuedApproval(req, code)
+
+
+def find_by_user_code(code: str) -> ApprovalRequest | None:
+    """Live request for a user code. The lookup is by SHA-256 of the code, so response time does
+    not depend on how much of a guess was right."""
+    if not isinstance(code, str) or len(normalize_user_code(code)) != USER_CODE_LENGTH:
+        return None
+    return (
+        ApprovalRequest.objects.select_related("agent", "agent__host")
+        .filter(
+            user_code_hash=hash_user_code(code),
+            status=ApprovalStatus.PENDING,
+            expires_at__gt=timezone.now(),
+        )
+        .first()
+    )
+
+
+@dataclass
+class Decision:
+    agent: Agent
+    approved: list[str] = field(default_factory=list)
+    denied: list[str] = field(default_factory=list)
+    rejected: bool = False
+
+
+def decide(
+    agent: Agent,
+    *,
+    approver: Any,
+    approve: Iterable[str] | None = None,
+    reject: bool = False,
+    reason: str = "",
+    constraints: dict[str, dict[str, Any]] | None = None,
+    actor_type: str = "user",
+) -> Decision:
+    """Apply a person's decision on everything ``agent`` is waiting for.
+
+    ``approve``: capability names to grant (``None`` = every pending one); the other pending
+    grants are denied. ``reject``: deny the connection itself (spec §7.1 ``access_denied``), which
+    rejects a pending agent and, if the host was never approved, the host too (checklist Q8).
+    ``constraints``: per-capability constraints that replace the requested ones; they may only
+    narrow (enforced by the constraint engine when present).
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        agent = Agent.objects.select_for_update().select_related("host").get(pk=agent.pk)
+        host = Host.objects.select_for_update().get(pk=agent.host_id)
+        if agent.status not in (AgentStatus.PENDING, AgentStatus.ACTIVE):
+            raise ProtocolError(
+                "invalid_request", f"Agent is {agent.status}; there is nothing to approve"
+            )
+        pending = list(agent.grants.filter(status=GrantStatus.PENDING))
+        if agent.status == AgentStatus.ACTIVE and not pending:
+            raise invalid_request("Agent has no pending capability requests")
+        pending_names = {g.capability for g in pending}
+        chosen = set(pending_names if approve is None else approve)
+        if not chosen <= pending_names:
+            unknown = sorted(chosen - pending_names)
+            raise invalid_request(f"Not pending for this agent: {', '.join(unknown)}")
+        if (
+            agent.mode == AgentMode.DELEGATED
+            and host.user_id is not None
+            and host.user_id != approver.pk
+            and actor_type != "staff"
+        ):
+            raise ProtocolError("unauthorized", "This host is linked to another user")
+
+        decision = Decision(agent=agent, rejected=reject)
+        if reject:
+            chosen = set()
+        for g in pending:
+            if g.capability in chosen:
+                g.status = GrantStatus.ACTIVE
+                g.granted_by = approver
+                if constraints and g.capability in constraints:
+                    g.constraints = constraints[g.capability] or None
+                decision.approved.append(g.capability)
+            else:
+                g.status = GrantStatus.DENIED
+                g.denied_by = approver
+                g.reason = reason or g.reason or "Denied by the approver"
+                decision.denied.append(g.capability)
+            g.updated_at = now
+        CapabilityGrant.objects.bulk_update(
+            pending, ["status", "granted_by", "denied_by", "reason", "constraints", "updated_at"]
+        )
+        ApprovalRequest.objects.filter(agent=agent, status=ApprovalStatus.PENDING).update(
+            status=ApprovalStatus.DENIED if reject else ApprovalStatus.APPROVED,
+            user=approver,
+            decided_at=now,
+            updated_at=now,
+        )
+
+        if reject and agent.status == AgentStatus.PENDING:
+            agent.status = AgentStatus.REJECTED
+            agent.save(update_fields=["status", "updated_at"])
+            if host.status == HostStatus.PENDING:
+                _reject_host(host, now)
+        elif agent.status == AgentStatus.PENDING:
+            _activate(agent, host, approver, actor_type, now)
+
+        audit.record(
+            "approval.decided",
+            actor_type=actor_type,
+            actor_id=str(approver.pk),
+            agent=agent,
+            user_id=approver.pk,
+            approved=decision.approved,
+            denied=decision.denied,
+            rejected=reject,
+        )
+        transaction.on_commit(
+            lambda: signals.approval_decided.send(
+                sender=Agent,
+                agent=agent,
+                approved=decision.approved,
+                denied=decision.denied,
+                rejected=reject,
+                actor=approver,
+            )
+        )
+    return decision
+
+
+def _activate(agent: Agent, host: Host, approver: Any, actor_type: str, now: Any) -> None:
+    if host.status == HostStatus.PENDING:
+        host.status = HostStatus.ACTIVE
+        host.activated_at = now
+        host.save(update_fields=["status", "activated_at", "updated_at"])
+    if agent.mode == AgentMode.DELEGATED:
+        if host.user_id is None:
+            # Approving a delegated registration links the host to the approver (spec §2.9).
+            lifecycle.link_host(host, approver, actor_type=actor_type)
+        agent.user_id = host.user_id
+    agent.status = AgentStatus.ACTIVE
+    agent.activated_at = now
+    agent.last_used_at = None
+    agent.expires_at = lifecycle.session_expires_at(agent)
+    agent.save(
+        update_fields=["status", "user", "activated_at", "last_used_at", "expires_at", "updated_at"]
+    )
+
+
+def _reject_host(host: Host, now: Any) -> None:
+    """A host whose first connection was denied is rejected, with its agents (spec §2.11)."""
+    host.status = HostStatus.REJECTED
+    host.save(update_fields=["status", "updated_at"])
+    Agent.objects.filter(host=host, status__in=lifecycle.NON_TERMINAL_AGENT_STATES).update(
+        status=AgentStatus.REJECTED, updated_at=now
+    )
+    ApprovalRequest.objects.filter(agent__host=host, status=ApprovalStatus.PENDING).update(
+        status=ApprovalStatus.DENIED, decided_at=now, updated_at=now
+    )

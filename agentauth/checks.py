@@ -1,0 +1,69 @@
+"""System checks: misconfiguration is reported at start-up, not discovered in production."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.core.checks import Error, Tags, Warning, register
+
+from .capabilities import registry
+from .conf import app_settings
+
+
+@register(Tags.security, deploy=False)
+def check_issuer(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    raw = getattr(settings, "AGENTAUTH_ISSUER", None)
+    if not raw:
+        level = Warning if settings.DEBUG else Error
+        return [
+            level(
+                "AGENTAUTH_ISSUER is not set.",
+                hint="Set it to the absolute base URL the protocol endpoints are served under, "
+                "e.g. 'https://api.example.com/agent-auth'. It is never derived from the "
+                "Host header.",
+                id="agentauth.E001",
+            )
+        ]
+    parts = urlsplit(str(raw))
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        return [Error("AGENTAUTH_ISSUER must be an absolute http(s) URL.", id="agentauth.E002")]
+    if parts.scheme != "https" and not settings.DEBUG:
+        return [
+            Warning(
+                "AGENTAUTH_ISSUER is not HTTPS; the protocol requires TLS (spec §8.9).",
+                id="agentauth.W001",
+            )
+        ]
+    return []
+
+
+@register()
+def check_capabilities(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    errors: list[Any] = [Error(p, id="agentauth.E010") for p in registry.problems]
+    for cap in registry:
+        if isinstance(cap.handler, str):
+            try:
+                cap.resolve_handler()
+            except ImportError as exc:
+                errors.append(
+                    Error(
+                        f"Capability {cap.name!r}: handler {cap.handler!r} cannot be imported "
+                        f"({exc}).",
+                        id="agentauth.E011",
+                    )
+                )
+    modes = set(app_settings.MODES)
+    if not modes or not modes <= {"delegated", "autonomous"}:
+        errors.append(
+            Error("AGENTAUTH_MODES must be a non-empty subset of delegated/autonomous.", id="agentauth.E020")
+        )
+    if "device_authorization" not in app_settings.APPROVAL_METHODS:
+        errors.append(
+            Error(
+                "AGENTAUTH_APPROVAL_METHODS must include 'device_authorization' (spec §7).",
+                id="agentauth.E021",
+            )
+        )
+    return errors

@@ -1,0 +1,178 @@
+"""Settings, read live from ``AGENTAUTH_*`` on every access.
+
+Nothing is cached at import time, so ``override_settings`` and pytest-django's ``settings``
+fixture work without a reload hook. Each property documents its default; ``docs/settings.md``
+is the reference.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.conf import settings
+
+#: The hard ceiling on ``exp - iat``: whatever a project configures, a JWT living longer than this
+#: is refused, which keeps the replay store bounded (checklist Q35).
+JWT_LIFETIME_HARD_MAX = 300
+
+
+def _get(name: str, default: Any) -> Any:
+    return getattr(settings, f"AGENTAUTH_{name}", default)
+
+
+class AppSettings:
+    # --- identity of this server -------------------------------------------------------------
+    @property
+    def ISSUER(self) -> str:
+        """Base URL of the protocol endpoints, e.g. ``https://api.example.com/agent-auth``.
+
+        Required outside DEBUG (system check ``agentauth.E001``); it is never derived from the
+        ``Host`` header, which a client controls.
+        """
+        value = _get("ISSUER", None)
+        if not value:
+            value = "http://127.0.0.1:8000" if settings.DEBUG else ""
+        return str(value).rstrip("/")
+
+    @property
+    def ORIGIN(self) -> str:
+        parts = urlsplit(self.ISSUER)
+        return f"{parts.scheme}://{parts.netloc}"
+
+    @property
+    def DEFAULT_LOCATION(self) -> str:
+        return str(_get("DEFAULT_LOCATION", None) or f"{self.ISSUER}/capability/execute")
+
+    @property
+    def PROVIDER_NAME(self) -> str:
+        return str(_get("PROVIDER_NAME", "agentauth"))
+
+    @property
+    def PROVIDER_DESCRIPTION(self) -> str:
+        return str(_get("PROVIDER_DESCRIPTION", "Agent Auth enabled service"))
+
+    @property
+    def MODES(self) -> tuple[str, ...]:
+        return tuple(_get("MODES", ("delegated", "autonomous")))
+
+    @property
+    def APPROVAL_METHODS(self) -> tuple[str, ...]:
+        return tuple(_get("APPROVAL_METHODS", ("device_authorization", "ciba")))
+
+    @property
+    def JWKS_URI(self) -> str | None:
+        return _get("JWKS_URI", None)
+
+    @property
+    def DISCOVERY_MAX_AGE(self) -> int:
+        return int(_get("DISCOVERY_MAX_AGE", 3600))
+
+    # --- tokens ------------------------------------------------------------------------------
+    @property
+    def JWT_MAX_LIFETIME(self) -> int:
+        """Longest accepted ``exp - iat`` in seconds (default 60, spec §8.2); capped at 300."""
+        return min(int(_get("JWT_MAX_LIFETIME", 60)), JWT_LIFETIME_HARD_MAX)
+
+    @property
+    def CLOCK_SKEW(self) -> int:
+        """Tolerance for ``exp``/``iat`` in seconds; the spec allows at most 30."""
+        return min(int(_get("CLOCK_SKEW", 30)), 30)
+
+    @property
+    def REQUIRE_AGENT_ISS(self) -> bool:
+        """Refuse agent JWTs without ``iss``. Off by default: the official TypeScript client
+        omits it, and spec §4.5 step 4 resolves the host from ``sub`` then."""
+        return bool(_get("REQUIRE_AGENT_ISS", False))
+
+    @property
+    def EXECUTE_ACCEPTS_ISSUER_AUD(self) -> bool:
+        """At the default execute location, also accept ``aud == issuer`` (spec §6.10, as the
+        official client signs). A capability with its own ``location`` never accepts it."""
+        return bool(_get("EXECUTE_ACCEPTS_ISSUER_AUD", True))
+
+    @property
+    def REPLAY_GUARD(self) -> str:
+        """``"database"`` (default, shared by every process) or ``"cache"`` (Django cache,
+        use Redis/Memcached; the local-memory cache is per process and so unsafe)."""
+        return str(_get("REPLAY_GUARD", "database"))
+
+    @property
+    def REPLAY_CACHE_ALIAS(self) -> str:
+        return str(_get("REPLAY_CACHE_ALIAS", "default"))
+
+    # --- requests ----------------------------------------------------------------------------
+    @property
+    def MAX_BODY_BYTES(self) -> int:
+        return int(_get("MAX_BODY_BYTES", 64 * 1024))
+
+    @property
+    def MAX_CAPABILITIES_PER_REQUEST(self) -> int:
+        return int(_get("MAX_CAPABILITIES_PER_REQUEST", 50))
+
+    # --- registration policy -----------------------------------------------------------------
+    @property
+    def ALLOW_DYNAMIC_HOST_REGISTRATION(self) -> bool:
+        """Accept registrations from hosts the server has never seen (they stay pending until a
+        person approves, spec §2.8)."""
+        return bool(_get("ALLOW_DYNAMIC_HOST_REGISTRATION", True))
+
+    @property
+    def AUTONOMOUS_AUTO_APPROVE(self) -> tuple[str, ...] | None:
+        """Policy for autonomous agents (checklist Q5).
+
+        ``None`` (default): an autonomous registration waits for an administrator.
+        A list of capability names: the host is activated (unlinked), the agent is active, and
+        requested capabilities in the list whose ``approval_strength`` is ``"none"`` are granted;
+        anything else stays pending for an administrator.
+        """
+        value = _get("AUTONOMOUS_AUTO_APPROVE", None)
+        return None if value is None else tuple(value)
+
+    @property
+    def CAPABILITY_NAME_PATTERN(self) -> str:
+        """Admits the spec's snake_case and dotted names such as ``ticket.read``."""
+        return str(_get("CAPABILITY_NAME_PATTERN", r"[a-z0-9_]+(\.[a-z0-9_]+)*"))
+
+    # --- approvals ---------------------------------------------------------------------------
+    @property
+    def APPROVAL_EXPIRES_IN(self) -> int:
+        return int(_get("APPROVAL_EXPIRES_IN", 300))
+
+    @property
+    def APPROVAL_INTERVAL(self) -> int:
+        return int(_get("APPROVAL_INTERVAL", 5))
+
+    @property
+    def VERIFICATION_URI(self) -> str:
+        """Where a person enters the user code; default: the app's own device page."""
+        value = _get("VERIFICATION_URI", None)
+        if value:
+            return str(value)
+        from django.urls import NoReverseMatch, reverse
+
+        try:
+            path = reverse("agentauth:device")
+        except NoReverseMatch:
+            path = "/device"
+        return f"{self.ORIGIN}{path}"
+
+    # --- agent lifetime clocks (spec §2.4) ---------------------------------------------------
+    @property
+    def SESSION_TTL(self) -> int | None:
+        return _opt_int(_get("SESSION_TTL", 3600))
+
+    @property
+    def MAX_LIFETIME(self) -> int | None:
+        return _opt_int(_get("MAX_LIFETIME", 86400))
+
+    @property
+    def ABSOLUTE_LIFETIME(self) -> int | None:
+        return _opt_int(_get("ABSOLUTE_LIFETIME", 30 * 86400))
+
+
+def _opt_int(value: Any) -> int | None:
+    return None if value in (None, 0) else int(value)
+
+
+app_settings = AppSettings()

@@ -1,0 +1,78 @@
+"""Approve or deny a pending agent from the shell, as a named user.
+
+Goes through ``approvals.decide``, exactly like the admin, so the audit trail and signals match.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from agentauth import approvals
+from agentauth.errors import ProtocolError
+from agentauth.models import Agent
+
+
+class Command(BaseCommand):
+    help = "Approve (or --deny) what a pending agent is waiting for, as --user."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("agent_id")
+        parser.add_argument("--user", required=True, help="Username of the approver")
+        parser.add_argument(
+            "--capability",
+            action="append",
+            dest="capabilities",
+            metavar="NAME",
+            help="Approve only this capability (repeatable); the other pending ones are denied",
+        )
+        parser.add_argument(
+            "--constraints",
+            metavar="JSON",
+            help='Effective constraints per capability, e.g. \'{"ticket.close": {"priority": '
+            '{"not_in": ["critical"]}}}\'',
+        )
+        parser.add_argument("--deny", action="store_true", help="Deny the connection")
+        parser.add_argument("--reason", default="", help="Reason recorded on denied grants")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        User = get_user_model()
+        try:
+            user = User.objects.get(**{User.USERNAME_FIELD: options["user"]})
+        except User.DoesNotExist:
+            raise CommandError(f"No user {options['user']!r}") from None
+        agent = Agent.objects.filter(pk=options["agent_id"]).first()
+        if agent is None:
+            raise CommandError(f"No agent {options['agent_id']!r}")
+        constraints = None
+        if options["constraints"]:
+            try:
+                constraints = json.loads(options["constraints"])
+            except ValueError as exc:
+                raise CommandError(f"--constraints is not JSON: {exc}") from None
+        try:
+            decision = approvals.decide(
+                agent,
+                approver=user,
+                approve=options["capabilities"],
+                reject=options["deny"],
+                reason=options["reason"],
+                constraints=constraints,
+                actor_type="staff",
+            )
+        except ProtocolError as exc:
+            raise CommandError(exc.message) from None
+        agent.refresh_from_db()
+        self.stdout.write(
+            json.dumps(
+                {
+                    "agent_id": agent.pk,
+                    "status": agent.status,
+                    "approved": decision.approved,
+                    "denied": decision.denied,
+                }
+            )
+        )

@@ -1,0 +1,271 @@
+"""Concrete models. Invariants the spec states are database constraints, not hopes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from . import ids
+
+
+class HostStatus(models.TextChoices):
+    ACTIVE = "active"
+    PENDING = "pending"
+    REVOKED = "revoked"
+    REJECTED = "rejected"
+
+
+class AgentStatus(models.TextChoices):
+    ACTIVE = "active"
+    PENDING = "pending"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+    REJECTED = "rejected"
+    CLAIMED = "claimed"
+
+
+TERMINAL_AGENT_STATES = (AgentStatus.REVOKED, AgentStatus.REJECTED, AgentStatus.CLAIMED)
+TERMINAL_HOST_STATES = (HostStatus.REVOKED, HostStatus.REJECTED)
+
+
+class AgentMode(models.TextChoices):
+    DELEGATED = "delegated"
+    AUTONOMOUS = "autonomous"
+
+
+class GrantStatus(models.TextChoices):
+    ACTIVE = "active"
+    PENDING = "pending"
+    DENIED = "denied"
+    # Not a wire status (spec §3.3 has none, checklist Q9): kept for the audit trail, never
+    # returned and never effective.
+    REVOKED = "revoked"
+
+
+LIVE_GRANT_STATES = (GrantStatus.ACTIVE, GrantStatus.PENDING)
+
+
+class ApprovalMethod(models.TextChoices):
+    DEVICE_AUTHORIZATION = "device_authorization"
+    CIBA = "ciba"
+
+
+class ApprovalStatus(models.TextChoices):
+    PENDING = "pending"
+    APPROVED = "approved"
+    DENIED = "denied"
+    EXPIRED = "expired"
+
+
+class Host(models.Model):
+    """A client environment holding a host key (spec §2.7, §3.1)."""
+
+    id = models.CharField(primary_key=True, max_length=40, default=ids.host_id, editable=False)
+    name = models.CharField(max_length=128, blank=True)
+    # The identifier agents and hosts put in ``iss``: RFC 7638 thumbprint of the current key.
+    thumbprint = models.CharField(max_length=43, unique=True, null=True, blank=True)
+    public_key = models.JSONField(null=True, blank=True)
+    jwks_url = models.URLField(max_length=2048, null=True, blank=True)
+    # Kept for a short grace window after an inline key rotation (checklist Q38).
+    previous_thumbprint = models.CharField(max_length=43, null=True, blank=True, db_index=True)
+    previous_thumbprint_until = models.DateTimeField(null=True, blank=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="agentauth_hosts",
+    )
+    default_capabilities = models.JSONField(default=list, blank=True)
+    status = models.CharField(max_length=16, choices=HostStatus.choices, default=HostStatus.PENDING)
+    activated_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["status"]), models.Index(fields=["user", "status"])]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(public_key__isnull=False) | Q(jwks_url__isnull=False),
+                name="agentauth_host_has_key_material",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name or 'host'} ({self.id})"
+
+    @property
+    def is_linked(self) -> bool:
+        return self.user_id is not None
+
+
+class Agent(models.Model):
+    """A runtime AI actor registered under a host (spec §2.1, §3.2)."""
+
+    id = models.CharField(primary_key=True, max_length=40, default=ids.agent_id, editable=False)
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="agents")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="agentauth_agents",
+    )
+    name = models.CharField(max_length=128)
+    mode = models.CharField(max_length=16, choices=AgentMode.choices, default=AgentMode.DELEGATED)
+    status = models.CharField(max_length=16, choices=AgentStatus.choices, default=AgentStatus.PENDING)
+    public_key = models.JSONField(null=True, blank=True)
+    # Registration idempotency key within the host (spec §5.3): thumbprint of the agent key.
+    thumbprint = models.CharField(max_length=43)
+    jwks_url = models.URLField(max_length=2048, null=True, blank=True)
+    kid = models.CharField(max_length=256, null=True, blank=True)
+    revocation_reason = models.CharField(max_length=64, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    activated_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["host", "thumbprint"], name="agentauth_one_agent_per_key"),
+        ]
+        indexes = [
+            models.Index(fields=["status", "expires_at"]),
+            models.Index(fields=["host", "status"]),
+            models.Index(fields=["user", "status"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.id})"
+
+
+class CapabilityGrant(models.Model):
+    """One capability for one agent, with its own status and constraints (spec §3.3)."""
+
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="grants")
+    capability = models.CharField(max_length=128)
+    status = models.CharField(max_length=16, choices=GrantStatus.choices, default=GrantStatus.PENDING)
+    constraints = models.JSONField(null=True, blank=True)
+    granted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    denied_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    reason = models.TextField(blank=True)
+    approval = models.ForeignKey(
+        "ApprovalRequest", null=True, blank=True, on_delete=models.SET_NULL, related_name="grants"
+    )
+    expires_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["agent", "capability"],
+                condition=Q(status__in=["active", "pending"]),
+                name="agentauth_one_live_grant_per_capability",
+            ),
+        ]
+        indexes = [models.Index(fields=["agent", "status"])]
+
+    def __str__(self) -> str:
+        return f"{self.capability} [{self.status}] for {self.agent_id}"
+
+    def is_effective(self, now: Any = None) -> bool:
+        """Active and not past its own expiry (spec §3.3, GR7)."""
+        now = now or timezone.now()
+        return self.status == GrantStatus.ACTIVE and (
+            self.expires_at is None or self.expires_at > now
+        )
+
+
+class ApprovalRequest(models.Model):
+    """A pending request for a person's consent (spec §7)."""
+
+    id = models.CharField(primary_key=True, max_length=40, default=ids.approval_id, editable=False)
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="approval_requests")
+    method = models.CharField(max_length=32, choices=ApprovalMethod.choices)
+    status = models.CharField(
+        max_length=16, choices=ApprovalStatus.choices, default=ApprovalStatus.PENDING
+    )
+    # Who is asked (CIBA) or, once decided, who decided.
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="agentauth_approval_requests",
+    )
+    # SHA-256 of the normalised user code; the code itself is never stored.
+    user_code_hash = models.CharField(max_length=64, null=True, blank=True, unique=True)
+    failed_attempts = models.PositiveIntegerField(default=0)
+    binding_message = models.CharField(max_length=256, blank=True)
+    login_hint = models.CharField(max_length=256, blank=True)
+    reason = models.TextField(blank=True)
+    interval = models.PositiveIntegerField(default=5)
+    expires_at = models.DateTimeField()
+    decided_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["status", "expires_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.method} for {self.agent_id} [{self.status}]"
+
+
+class AuditEvent(models.Model):
+    """An append-only record of who did what to whom (spec §11).
+
+    Ids are stored as plain strings, not foreign keys, so the trail survives deletion of the
+    agent, host or user it names.
+    """
+
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    kind = models.CharField(max_length=64)
+    actor_type = models.CharField(max_length=16)  # agent | host | user | staff | system
+    actor_id = models.CharField(max_length=64, blank=True)
+    agent_id = models.CharField(max_length=40, blank=True, db_index=True)
+    host_id = models.CharField(max_length=40, blank=True, db_index=True)
+    user_id = models.CharField(max_length=64, blank=True, db_index=True)
+    capability = models.CharField(max_length=128, blank=True)
+    outcome = models.CharField(max_length=16, default="ok")
+    error_code = models.CharField(max_length=64, blank=True)
+    data = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["kind", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.kind} {self.agent_id or self.host_id}"
+
+
+class ReplayRecord(models.Model):
+    """A seen ``jti``; the unique key is the replay guard (spec §4.6, checklist Q60)."""
+
+    key = models.CharField(primary_key=True, max_length=64)
+    expires_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return self.key

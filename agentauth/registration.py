@@ -1,0 +1,283 @@
+"""Agent registration (spec §5.3) and the grant policy that decides what is auto-approved.
+
+Auto-approval is deliberately narrow: only capabilities whose ``approval_strength`` is
+``"none"``, and only within the host's ``default_capabilities`` (linked host, delegated agent) or
+the configured autonomous policy (checklist Q5). Everything else waits for a person.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from . import audit, keys, lifecycle, serializers, signals
+from .approvals import IssuedApproval, open_request
+from .conf import app_settings
+from .errors import ProtocolError, invalid_request
+from .models import Agent, AgentMode, AgentStatus, CapabilityGrant, GrantStatus, Host, HostStatus
+from .tokens import VerifiedHost
+from .validation import (
+    MESSAGE_MAX,
+    NAME_MAX,
+    REASON_MAX,
+    RequestedCapability,
+    check_fields,
+    display_text,
+    optional_choice,
+    requested_capabilities,
+)
+
+REGISTER_FIELDS = (
+    "name",
+    "host_name",
+    "capabilities",
+    "mode",
+    "reason",
+    "preferred_method",
+    "login_hint",
+    "binding_message",
+    # Sent by the official TypeScript client: asks that nothing be auto-approved.
+    "force_approval",
+)
+
+
+@dataclass(frozen=True)
+class RegistrationRequest:
+    name: str
+    host_name: str
+    mode: str
+    capabilities: list[RequestedCapability]
+    reason: str
+    preferred_method: str | None
+    login_hint: str
+    binding_message: str
+    force_approval: bool
+
+    @classmethod
+    def parse(cls, body: dict[str, Any]) -> RegistrationRequest:
+        check_fields(body, REGISTER_FIELDS)
+        mode = body.get("mode", AgentMode.DELEGATED)
+        if not isinstance(mode, str) or mode not in app_settings.MODES or mode not in AgentMode:
+            raise ProtocolError(
+                "unsupported_mode",
+                f"Mode {mode!r} is not supported. Supported: {', '.join(app_settings.MODES)}",
+            )
+        force = body.get("force_approval", False)
+        if not isinstance(force, bool):
+            raise invalid_request("'force_approval' must be a boolean")
+        return cls(
+            name=display_text(body.get("name"), "name", max_length=NAME_MAX, required=True),
+            host_name=display_text(body.get("host_name"), "host_name", max_length=NAME_MAX),
+            mode=mode,
+            capabilities=requested_capabilities(body.get("capabilities")),
+            reason=display_text(body.get("reason"), "reason", max_length=REASON_MAX),
+            preferred_method=optional_choice(body, "preferred_method"),
+            login_hint=display_text(body.get("login_hint"), "login_hint", max_length=MESSAGE_MAX),
+            binding_message=display_text(
+                body.get("binding_message"), "binding_message", max_length=MESSAGE_MAX
+            ),
+            force_approval=force,
+        )
+
+
+def agent_key_from_claims(verified: VerifiedHost) -> dict[str, str]:
+    """The agent key carried in the host JWT (spec §4.2, R1, R2, R4)."""
+    claims = verified.claims
+    if "agent_jwks_url" in claims or "agent_kid" in claims:
+        raise invalid_request("JWKS-based agent keys are not supported by this server")
+    if "agent_public_key" not in claims:
+        raise invalid_request("The host JWT must carry agent_public_key for registration")
+    jwk = keys.validate_public_jwk(claims["agent_public_key"], field="agent_public_key")
+    if keys.thumbprint(jwk) == verified.thumbprint:
+        raise invalid_request("The agent key must differ from the host key")
+    return jwk
+
+
+def _get_or_create_host(verified: VerifiedHost, host_name: str) -> tuple[Host, bool]:
+    if verified.host is not None:
+        host = Host.objects.select_for_update().get(pk=verified.host.pk)
+        # A concurrent revoke may have landed since the JWT was verified.
+        if host.status == HostStatus.REVOKED:
+            raise ProtocolError("host_revoked")
+        if host.status == HostStatus.REJECTED:
+            raise ProtocolError("host_rejected")
+        if host_name and host_name != host.name:
+            host.name = host_name  # informational only (spec §5.3)
+            host.save(update_fields=["name", "updated_at"])
+        return host, False
+    if not app_settings.ALLOW_DYNAMIC_HOST_REGISTRATION:
+        raise ProtocolError("dynamic_host_registration_disabled")
+    try:
+        with transaction.atomic():
+            host = Host.objects.create(
+                name=host_name,
+                thumbprint=verified.thumbprint,
+                public_key=verified.public_key,
+                status=HostStatus.PENDING,
+            )
+        return host, True
+    except IntegrityError:
+        # Another first registration of the same host won the race; use its row.
+        return Host.objects.select_for_update().get(thumbprint=verified.thumbprint), False
+
+
+def _initial_statuses(
+    host: Host, req: RegistrationRequest
+) -> tuple[AgentStatus, dict[str, GrantStatus], bool]:
+    """Decide the agent status, each grant's status, and whether the host is activated."""
+    pending = {rc.name: GrantStatus.PENDING for rc in req.capabilities}
+    if req.mode == AgentMode.DELEGATED:
+        if host.status != HostStatus.ACTIVE or host.user_id is None:
+            # Unknown, pending or unlinked host: a person must approve first (spec §8.10).
+            return AgentStatus.PENDING, pending, False
+        allowed = set(host.default_capabilities or [])
+        return AgentStatus.ACTIVE, _auto(req, allowed), False
+    # Autonomous.
+    if host.user_id is not None:
+        raise ProtocolError(
+            "unsupported_mode",
+            "Autonomous agents cannot register under a host linked to a user",
+        )
+    policy = app_settings.AUTONOMOUS_AUTO_APPROVE
+    if policy is None:
+        return AgentStatus.PENDING, pending, False
+    return AgentStatus.ACTIVE, _auto(req, set(policy)), host.status == HostStatus.PENDING
+
+
+def _auto(req: RegistrationRequest, allowed: set[str]) -> dict[str, GrantStatus]:
+    return {
+        rc.name: (
+            GrantStatus.ACTIVE
+            if not req.force_approval
+            and rc.name in allowed
+            and rc.capability.approval_strength == "none"
+            else GrantStatus.PENDING
+        )
+        for rc in req.capabilities
+    }
+
+
+def register(verified: VerifiedHost, body: dict[str, Any]) -> dict[str, Any]:
+    req = RegistrationRequest.parse(body)
+    agent_key = agent_key_from_claims(verified)
+    agent_tp = keys.thumbprint(agent_key)
+    now = timezone.now()
+    with transaction.atomic():
+        host, created_host = _get_or_create_host(verified, req.host_name)
+        existing = Agent.objects.select_for_update().filter(host=host, thumbprint=agent_tp).first()
+        if existing is not None:
+            return _retry(existing, req)
+        agent_status, grant_statuses, activate_host = _initial_statuses(host, req)
+        if activate_host:
+            host.status = HostStatus.ACTIVE
+            host.activated_at = now
+            host.save(update_fields=["status", "activated_at", "updated_at"])
+        agent = Agent(
+            host=host,
+            user_id=host.user_id if req.mode == AgentMode.DELEGATED else None,
+            name=req.name,
+            mode=req.mode,
+            status=agent_status,
+            public_key=agent_key,
+            thumbprint=agent_tp,
+            created_at=now,
+        )
+        if agent_status == AgentStatus.ACTIVE:
+            agent.activated_at = now
+            agent.expires_at = lifecycle.session_expires_at(agent)
+        try:
+            with transaction.atomic():
+                agent.save(force_insert=True)
+        except IntegrityError:
+            # A concurrent retry with the same key created it first: answer as a retry.
+            existing = Agent.objects.select_for_update().get(host=host, thumbprint=agent_tp)
+            return _retry(existing, req)
+        grants = CapabilityGrant.objects.bulk_create(
+            [
+                CapabilityGrant(
+                    agent=agent,
+                    capability=rc.name,
+                    status=grant_statuses[rc.name],
+                    constraints=rc.constraints,
+                    granted_by_id=(
+                        host.user_id if grant_statuses[rc.name] == GrantStatus.ACTIVE else None
+                    ),
+                    reason=req.reason,
+                )
+                for rc in req.capabilities
+            ]
+        )
+        approval = _approval_if_needed(agent, grants, req)
+        if created_host:
+            audit.record("host.created", actor_type="host", actor_id=host.pk, host=host)
+        audit.record(
+            "agent.registered",
+            actor_type="host",
+            actor_id=host.pk,
+            agent=agent,
+            status=agent.status,
+            mode=agent.mode,
+            capabilities=[rc.name for rc in req.capabilities],
+            auto_approved=[g.capability for g in grants if g.status == GrantStatus.ACTIVE],
+        )
+        transaction.on_commit(
+            lambda: signals.agent_registered.send(
+                sender=Agent, agent=agent, host=host, created_host=created_host
+            )
+        )
+    return _response(agent, grants, approval)
+
+
+def _approval_if_needed(
+    agent: Agent, grants: list[CapabilityGrant], req: RegistrationRequest
+) -> IssuedApproval | None:
+    pending = [g for g in grants if g.status == GrantStatus.PENDING]
+    # Present whenever the agent or any grant waits for a person (checklist Q6).
+    if agent.status != AgentStatus.PENDING and not pending:
+        return None
+    return open_request(
+        agent,
+        pending,
+        reason=req.reason,
+        binding_message=req.binding_message,
+        login_hint=req.login_hint,
+    )
+
+
+def _retry(agent: Agent, req: RegistrationRequest) -> dict[str, Any]:
+    """Same host + agent key again (spec §5.3 idempotency, R13, Q12)."""
+    if agent.status != AgentStatus.PENDING:
+        raise ProtocolError(
+            "agent_exists",
+            f"An agent with this public key is already registered under this host "
+            f"(status {agent.status}); generate a new agent key"
+            + ("; use reactivate" if agent.status == AgentStatus.EXPIRED else ""),
+        )
+    grants = list(agent.grants.all())
+    approval = open_request(
+        agent,
+        [g for g in grants if g.status == GrantStatus.PENDING],
+        reason=req.reason,
+        binding_message=req.binding_message,
+        login_hint=req.login_hint,
+    )
+    return _response(agent, grants, approval)
+
+
+def _response(
+    agent: Agent, grants: list[CapabilityGrant], approval: IssuedApproval | None
+) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "agent_id": agent.pk,
+        "host_id": agent.host_id,
+        "name": agent.name,
+        "mode": agent.mode,
+        "status": agent.status,
+        "agent_capability_grants": serializers.grants(grants, include_granted_by=False),
+    }
+    if approval is not None:
+        data["approval"] = approval.to_wire()
+    return data

@@ -1,0 +1,63 @@
+"""``jti`` replay guard (spec §4.6, §8.4; checklist J17, J18, Q60).
+
+Each token may be used once within its lifetime plus skew. The key is partitioned by token type
+and identity, so two agents choosing the same ``jti`` do not collide. Both stores are shared across
+processes and insert atomically; if the store cannot answer, the request is refused (503), never
+waved through.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from datetime import datetime
+
+from django.core.cache import caches
+from django.db import DatabaseError, IntegrityError, transaction
+from django.utils import timezone
+
+from .conf import app_settings
+from .errors import ProtocolError
+from .models import ReplayRecord
+
+logger = logging.getLogger(__name__)
+
+
+def replay_key(typ: str, identity: str, jti: str) -> str:
+    raw = f"{typ}\x00{identity}\x00{jti}".encode()
+    return hashlib.sha256(raw).hexdigest()
+
+
+def _unavailable(exc: Exception) -> ProtocolError:
+    logger.error("agentauth replay guard unavailable: %s", exc)
+    return ProtocolError(
+        "temporarily_unavailable",
+        "Replay protection is unavailable; the request was refused",
+        headers={"Retry-After": "5"},
+    )
+
+
+def consume(typ: str, identity: str, jti: str, until: datetime) -> None:
+    """Record ``jti`` as used until ``until``; raise ``invalid_jwt`` if it was already used."""
+    key = replay_key(typ, identity, jti)
+    if app_settings.REPLAY_GUARD == "cache":
+        ttl = max(1, int((until - timezone.now()).total_seconds()) + 1)
+        try:
+            added = caches[app_settings.REPLAY_CACHE_ALIAS].add(f"agentauth:jti:{key}", 1, ttl)
+        except Exception as exc:  # noqa: BLE001 - any cache failure must fail closed
+            raise _unavailable(exc) from exc
+        if not added:
+            raise ProtocolError("invalid_jwt", "JWT has already been used (jti replay)")
+        return
+    try:
+        with transaction.atomic():
+            ReplayRecord.objects.create(key=key, expires_at=until)
+    except IntegrityError:
+        raise ProtocolError("invalid_jwt", "JWT has already been used (jti replay)") from None
+    except DatabaseError as exc:
+        raise _unavailable(exc) from exc
+
+
+def purge_expired(now: datetime | None = None) -> int:
+    deleted, _ = ReplayRecord.objects.filter(expires_at__lt=now or timezone.now()).delete()
+    return deleted

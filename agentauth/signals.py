@@ -1,0 +1,19 @@
+"""Signals sent by the domain functions, after the change is committed.
+
+Receivers run inside ``transaction.on_commit``: they never see a change that is later rolled
+back. Every signal is sent with ``sender`` set to the model class.
+"""
+
+from django.dispatch import Signal
+
+#: A new agent was registered. kwargs: ``agent``, ``host``, ``created_host`` (bool).
+agent_registered = Signal()
+#: A person (or policy) decided an approval. kwargs: ``agent``, ``approved`` (list of capability
+#: names), ``denied`` (list), ``rejected`` (bool: the whole connection was denied), ``actor``.
+approval_decided = Signal()
+#: An agent was revoked. kwargs: ``agent``, ``reason``, ``actor_type``.
+agent_revoked = Signal()
+#: A host was revoked. kwargs: ``host``, ``agents_revoked`` (int), ``actor_type``.
+host_revoked = Signal()
+#: A host was linked to a user. kwargs: ``host``, ``user``, ``claimed`` (ids of claimed agents).
+host_linked = Signal()

@@ -1,0 +1,31 @@
+"""Protocol URLs. Include ``urlpatterns`` at the issuer path, and ``well_known_urlpatterns`` at
+the site root so ``/.well-known/agent-configuration`` answers there too (spec §5.1, Q56)::
+
+    path("api/auth/", include("agentauth.urls")),
+    path("", include(well_known_urlpatterns)),
+
+Paths have no trailing slash, so ``APPEND_SLASH`` never redirects a POST.
+"""
+
+from django.urls import path
+
+from . import views
+
+app_name = "agentauth"
+
+urlpatterns = [
+    path(".well-known/agent-configuration", views.DiscoveryView.as_view(), name="discovery"),
+    path("agent/register", views.RegisterView.as_view(), name="register"),
+    path("agent/status", views.StatusView.as_view(), name="status"),
+    path("agent/revoke", views.RevokeView.as_view(), name="revoke"),
+    path("host/revoke", views.RevokeHostView.as_view(), name="revoke_host"),
+    path("device", views.DeviceView.as_view(), name="device"),
+]
+
+well_known_urlpatterns = [
+    path(
+        ".well-known/agent-configuration",
+        views.DiscoveryView.as_view(),
+        name="agentauth-discovery-root",
+    ),
+]

@@ -1,0 +1,103 @@
+"""The base of every protocol endpoint: strict JSON in, spec-shaped JSON out, never a 500 page.
+
+Protocol endpoints are plain Django views rather than DRF views: they parse bodies themselves so
+that every failure (content type, size, JSON syntax, types, unknown members) maps to the spec's
+``{"error", "message"}`` body, and the hot path skips content negotiation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils.decorators import method_decorator
+from django.views import View
+from django.views.decorators.csrf import csrf_exempt
+
+from ..conf import app_settings
+from ..errors import ProtocolError, invalid_request
+from ..jws import strict_json_loads
+
+logger = logging.getLogger("agentauth")
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> HttpResponse:
+    response = JsonResponse(data, status=status, safe=False, json_dumps_params={"separators": (",", ":")})
+    response.headers["Cache-Control"] = "no-store"
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def error_response(exc: ProtocolError) -> HttpResponse:
+    headers = dict(exc.headers)
+    if exc.status == 401:
+        headers.setdefault(
+            "WWW-Authenticate",
+            f'AgentAuth discovery="{app_settings.ISSUER}/.well-known/agent-configuration"',
+        )
+    return json_response(exc.body(), status=exc.status, headers=headers)
+
+
+def read_json_body(request: HttpRequest, *, allow_empty: bool = False) -> dict[str, Any]:
+    """The request body as a JSON object, or a spec error (400/413/415)."""
+    limit = app_settings.MAX_BODY_BYTES
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        raise invalid_request("Invalid Content-Length") from None
+    if declared > limit:
+        raise ProtocolError("invalid_request", f"Body exceeds {limit} bytes", status=413)
+    try:
+        raw = request.body
+    except RequestDataTooBig:
+        raise ProtocolError("invalid_request", f"Body exceeds {limit} bytes", status=413) from None
+    if len(raw) > limit:
+        raise ProtocolError("invalid_request", f"Body exceeds {limit} bytes", status=413)
+    if not raw.strip():
+        if allow_empty:
+            return {}
+        raise invalid_request("A JSON object body is required")
+    if request.content_type != "application/json":
+        raise ProtocolError(
+            "invalid_request", "Content-Type must be application/json", status=415
+        )
+    try:
+        body = strict_json_loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise invalid_request("Body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise invalid_request("Body must be a JSON object")
+    return body
+
+
+@method_decorator(csrf_exempt, name="dispatch")
+class ProtocolView(View):
+    """JWT-authenticated JSON endpoint: CSRF does not apply (no cookies are used)."""
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        method = (request.method or "").lower()
+        try:
+            if method not in self.http_method_names or not hasattr(self, method):
+                allowed = ", ".join(m.upper() for m in self._allowed_methods())
+                raise ProtocolError(
+                    "method_not_allowed",
+                    f"Use {allowed} on this endpoint",
+                    headers={"Allow": allowed},
+                )
+            response: HttpResponse = getattr(self, method)(request, *args, **kwargs)
+            return response
+        except ProtocolError as exc:
+            return error_response(exc)
+        except Exception:
+            # The body never leaks internals; the log keeps the traceback.
+            logger.exception("agentauth: unhandled error in %s", request.path)
+            return error_response(ProtocolError("internal_error"))
+
+    def options(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        response = HttpResponse(status=204)
+        response.headers["Allow"] = ", ".join(m.upper() for m in self._allowed_methods())
+        return response

@@ -1,0 +1,135 @@
+"""Settings for the django-agentauth example project (the seed article's ``support-api``).
+
+Defaults need no services: SQLite in ``.demo/`` and Celery tasks run eagerly in-process.
+Environment variables switch to real services:
+
+- ``AGENTAUTH_EXAMPLE_DATABASE_URL``: ``postgres://user:password@host:5432/name``
+- ``CELERY_BROKER_URL``: e.g. ``redis://127.0.0.1:6379/0`` (tasks then go to a worker)
+- ``AGENTAUTH_ISSUER``: public base URL of the protocol endpoints
+- ``DJANGO_SECRET_KEY``: anything but the development fallback outside a laptop
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DEMO_DIR = BASE_DIR / ".demo"
+DEMO_DIR.mkdir(exist_ok=True)
+
+SECRET_KEY = os.environ.get(
+    "DJANGO_SECRET_KEY", "django-insecure-agentauth-example-do-not-use-in-production"
+)
+DEBUG = True
+ALLOWED_HOSTS = ["localhost", "127.0.0.1"]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_otp",
+    "rest_framework",
+    "agentauth",
+    "example_project.support",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "example_project.urls"
+WSGI_APPLICATION = "example_project.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+
+def _database_from_url(url: str) -> dict[str, Any]:
+    """A Django DATABASES entry from a ``postgres://`` URL, parsed with the standard library."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgres", "postgresql"):
+        raise ValueError(f"Unsupported database URL scheme {parts.scheme!r}; use postgres://")
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": unquote(parts.path.lstrip("/")) or "postgres",
+        "USER": unquote(parts.username or ""),
+        "PASSWORD": unquote(parts.password or ""),
+        "HOST": parts.hostname or "",
+        "PORT": str(parts.port or ""),
+    }
+
+
+_database_url = os.environ.get("AGENTAUTH_EXAMPLE_DATABASE_URL", "")
+if _database_url.startswith(("postgres://", "postgresql://")):
+    DATABASES = {"default": _database_from_url(_database_url)}
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": DEMO_DIR / "db.sqlite3",
+        }
+    }
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS: list[dict[str, str]] = []  # demo credentials are deliberately simple
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = DEMO_DIR / "static"
+
+LOGIN_URL = "/admin/login/"
+
+# --- Celery --------------------------------------------------------------------------------------
+# Without a broker every task runs eagerly in the web process, so the demo needs no services.
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or "memory://"
+CELERY_TASK_ALWAYS_EAGER = not os.environ.get("CELERY_BROKER_URL")
+CELERY_TASK_EAGER_PROPAGATES = True
+CELERY_BEAT_SCHEDULE = {
+    "agentauth-sweep": {"task": "agentauth.sweep", "schedule": 300.0},
+}
+
+# --- Agent Auth ----------------------------------------------------------------------------------
+AGENTAUTH_ISSUER = os.environ.get("AGENTAUTH_ISSUER", "http://127.0.0.1:8000/api/auth")
+AGENTAUTH_PROVIDER_NAME = "support-api"
+AGENTAUTH_PROVIDER_DESCRIPTION = "Support operations for AI agents"
+AGENTAUTH_MODES = ["delegated", "autonomous"]
+AGENTAUTH_APPROVAL_METHODS = ["ciba", "device_authorization"]
+# Autonomous agents get read access at once; ticket.close waits for a person.
+AGENTAUTH_AUTONOMOUS_AUTO_APPROVE = ["ticket.read"]
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"agentauth": {"handlers": ["console"], "level": "INFO"}},
+}

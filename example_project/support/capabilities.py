@@ -1,0 +1,76 @@
+"""The seed article's ``support-api`` capabilities: ``ticket.read`` and ``ticket.close``.
+
+``ticket.close`` takes the ticket's ``priority`` so that a grant can be scoped with a constraint
+such as ``{"priority": {"not_in": ["critical"]}}``. The handler checks that the priority the agent
+states is the ticket's real one; otherwise an agent could close a critical ticket by claiming it
+is a low one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+
+from agentauth.capabilities import capability
+
+from .models import Ticket
+
+PRIORITIES = [choice.value for choice in Ticket.Priority]
+
+TICKET_ID_SCHEMA = {"type": "string", "description": 'The ticket\'s id, e.g. "1"'}
+
+
+def _get_ticket(ticket_id: str, *, for_update: bool = False) -> Ticket:
+    # ASCII digits only ("²".isdigit() is true) and short enough for a 64-bit primary key.
+    if not (ticket_id.isascii() and ticket_id.isdigit() and len(ticket_id) <= 18):
+        raise LookupError(f"Ticket {ticket_id!r} not found")
+    queryset = Ticket.objects.select_for_update() if for_update else Ticket.objects.all()
+    try:
+        return queryset.get(pk=int(ticket_id))
+    except Ticket.DoesNotExist:
+        raise LookupError(f"Ticket {ticket_id!r} not found") from None
+
+
+@capability(
+    "ticket.read",
+    description="Read support tickets",
+    approval_strength="none",
+    input={
+        "type": "object",
+        "properties": {"ticket_id": TICKET_ID_SCHEMA},
+        "required": ["ticket_id"],
+        "additionalProperties": False,
+    },
+)
+def read_ticket(ctx: Any, *, ticket_id: str) -> dict[str, Any]:
+    return _get_ticket(ticket_id).to_dict()
+
+
+@capability(
+    "ticket.close",
+    description="Close a support ticket",
+    approval_strength="session",
+    input={
+        "type": "object",
+        "properties": {
+            "ticket_id": TICKET_ID_SCHEMA,
+            "priority": {
+                "type": "string",
+                "enum": PRIORITIES,
+                "description": "The ticket's priority; must match the ticket",
+            },
+        },
+        "required": ["ticket_id"],
+        "additionalProperties": False,
+    },
+)
+def close_ticket(ctx: Any, *, ticket_id: str, priority: str | None = None) -> dict[str, Any]:
+    with transaction.atomic():
+        ticket = _get_ticket(ticket_id, for_update=True)
+        if priority is not None and priority != ticket.priority:
+            raise ValueError(
+                f"Ticket {ticket_id!r} has priority {ticket.priority!r}, not {priority!r}"
+            )
+        ticket.close()
+    return ticket.to_dict()

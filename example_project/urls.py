@@ -1,0 +1,14 @@
+from django.contrib import admin
+from django.urls import include, path
+
+from agentauth.urls import well_known_urlpatterns
+
+from . import views
+
+urlpatterns = [
+    path("", views.index, name="index"),
+    path("admin/", admin.site.urls),
+    path("api/auth/", include("agentauth.urls")),
+    path("", include(well_known_urlpatterns)),
+    path("support/", include("example_project.support.urls")),
+]

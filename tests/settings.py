@@ -1,0 +1,118 @@
+"""Settings for the test suite.
+
+By default everything is in-process: in-memory SQLite, local-memory cache and eager Celery.
+Environment variables switch on the service tiers (``.ci/run`` sets them):
+
+- ``AGENTAUTH_TEST_DATABASE_URL``: ``postgres://user:password@host:port/name`` (PostgreSQL tier;
+  the test database itself is ``test_agentauth``)
+- ``AGENTAUTH_TEST_REDIS_URL``: ``redis://host:port/db`` (Redis tier: the default cache)
+- ``AGENTAUTH_TEST_CELERY_BROKER_URL``: a broker for the real-worker tier; tasks are no longer
+  run eagerly
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+SECRET_KEY = "agentauth-tests-not-secret"
+DEBUG = False
+ALLOWED_HOSTS = ["testserver", "localhost", "127.0.0.1"]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_otp",
+    "rest_framework",
+    "agentauth",
+    "example_project.support",
+    "tests.testapp",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "tests.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+
+def _postgres_from_url(url: str) -> dict[str, Any]:
+    """A DATABASES entry from a ``postgres://`` URL, with the standard library only."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgres", "postgresql"):
+        raise ValueError(
+            f"AGENTAUTH_TEST_DATABASE_URL: unsupported scheme {parts.scheme!r}; use postgres://"
+        )
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": unquote(parts.path.lstrip("/")) or "postgres",
+        "USER": unquote(parts.username or ""),
+        "PASSWORD": unquote(parts.password or ""),
+        "HOST": parts.hostname or "",
+        "PORT": str(parts.port or ""),
+        "TEST": {"NAME": "test_agentauth"},
+    }
+
+
+_database_url = os.environ.get("AGENTAUTH_TEST_DATABASE_URL")
+if _database_url:
+    DATABASES = {"default": _postgres_from_url(_database_url)}
+else:
+    DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+
+_redis_url = os.environ.get("AGENTAUTH_TEST_REDIS_URL")
+if _redis_url:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": _redis_url,
+            "KEY_PREFIX": "agentauth-tests",
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+LOGIN_URL = "/admin/login/"
+
+# The Celery app is example_project's (imported with example_project.support); it reads these.
+_broker_url = os.environ.get("AGENTAUTH_TEST_CELERY_BROKER_URL")
+CELERY_BROKER_URL = _broker_url or "memory://"
+CELERY_TASK_ALWAYS_EAGER = not _broker_url
+CELERY_TASK_EAGER_PROPAGATES = True
+
+AGENTAUTH_ISSUER = "http://testserver/api/auth"

@@ -1,0 +1,83 @@
+"""Capabilities used by the test suite, modelled on the spec's banking examples.
+
+Handlers only compute from their arguments, so tests can assert on results without fixtures.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agentauth.capabilities import capability
+
+
+@capability(
+    "check_balance",
+    description="Check the balance of a bank account",
+    approval_strength="none",
+    input={
+        "type": "object",
+        "required": ["account_id"],
+        "properties": {
+            "account_id": {"type": "string", "description": "The bank account ID to check"},
+        },
+    },
+    output={
+        "type": "object",
+        "properties": {
+            "account_id": {"type": "string"},
+            "balance": {"type": "number"},
+            "currency": {"type": "string"},
+        },
+    },
+)
+def check_balance(ctx: Any, *, account_id: str) -> dict[str, Any]:
+    return {"account_id": account_id, "balance": 1234.5, "currency": "USD"}
+
+
+@capability(
+    "transfer",
+    description="Transfer money to another account",
+    approval_strength="webauthn",
+    input={
+        "type": "object",
+        # ``currency`` is optional so tests can show that a constraint on an absent field fails
+        # closed.
+        "required": ["amount", "to"],
+        "properties": {
+            "amount": {"type": "number"},
+            "currency": {"type": "string"},
+            "to": {"type": "string"},
+        },
+    },
+)
+def transfer(ctx: Any, *, amount: float, to: str, currency: str = "USD") -> dict[str, Any]:
+    return {"status": "completed", "amount": amount, "currency": currency, "to": to}
+
+
+@capability(
+    "read_only_note",
+    description="Read a fixed note; takes no arguments",
+    approval_strength="none",
+)
+def read_only_note(ctx: Any) -> dict[str, Any]:
+    return {"note": "hello from the test app"}
+
+
+@capability(
+    "close_account",
+    description="Close a bank account",
+    approval_strength="session",
+    public=False,
+    input={
+        "type": "object",
+        "required": ["account_id"],
+        "properties": {"account_id": {"type": "string"}},
+    },
+)
+def close_account(ctx: Any, *, account_id: str) -> dict[str, Any]:
+    user = getattr(ctx, "user", None)
+    return {
+        "account_id": account_id,
+        "closed": True,
+        "closed_for": getattr(user, "username", None),
+    }

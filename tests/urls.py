@@ -1,0 +1,10 @@
+from django.contrib import admin
+from django.urls import include, path
+
+from agentauth.urls import well_known_urlpatterns
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/auth/", include("agentauth.urls")),
+    path("", include(well_known_urlpatterns)),
+]

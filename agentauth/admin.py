@@ -18,7 +18,6 @@ from . import approvals, lifecycle
 from .errors import ProtocolError
 from .models import (
     Agent,
-    AgentStatus,
     ApprovalRequest,
     AuditEvent,
     CapabilityGrant,
@@ -30,7 +29,15 @@ from .models import (
 class GrantInline(admin.TabularInline):
     model = CapabilityGrant
     extra = 0
-    fields = ("capability", "status", "constraints", "granted_by", "denied_by", "reason", "expires_at")
+    fields = (
+        "capability",
+        "status",
+        "constraints",
+        "granted_by",
+        "denied_by",
+        "reason",
+        "expires_at",
+    )
     readonly_fields = fields
     can_delete = False
     show_change_link = False
@@ -53,9 +60,22 @@ class AgentAdmin(admin.ModelAdmin):
     list_select_related = ("host", "user")
     raw_id_fields = ("host", "user")
     readonly_fields = (
-        "id", "host", "user", "mode", "status", "public_key", "thumbprint", "jwks_url", "kid",
-        "revocation_reason", "last_used_at", "activated_at", "expires_at", "revoked_at",
-        "created_at", "updated_at",
+        "id",
+        "host",
+        "user",
+        "mode",
+        "status",
+        "public_key",
+        "thumbprint",
+        "jwks_url",
+        "kid",
+        "revocation_reason",
+        "last_used_at",
+        "activated_at",
+        "expires_at",
+        "revoked_at",
+        "created_at",
+        "updated_at",
     )
     inlines = [GrantInline]
     actions = ["approve_all", "approve_some", "deny", "revoke"]
@@ -84,7 +104,9 @@ class AgentAdmin(admin.ModelAdmin):
             self.message_user(request, "Choose exactly one agent.", messages.WARNING)
             return None
         agent = queryset.get()
-        pending = list(agent.grants.filter(status=GrantStatus.PENDING).values_list("capability", flat=True))
+        pending = list(
+            agent.grants.filter(status=GrantStatus.PENDING).values_list("capability", flat=True)
+        )
         form = ApproveSomeForm(request.POST if "apply" in request.POST else None)
         form.fields["capabilities"].choices = [(c, c) for c in pending]
         if "apply" in request.POST and form.is_valid():
@@ -93,8 +115,13 @@ class AgentAdmin(admin.ModelAdmin):
         return render(
             request,
             "admin/agentauth/approve_some.html",
-            {"agent": agent, "form": form, "opts": self.model._meta, "queryset": queryset,
-             "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME},
+            {
+                "agent": agent,
+                "form": form,
+                "opts": self.model._meta,
+                "queryset": queryset,
+                "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+            },
         )
 
     @admin.action(description="Deny the connection", permissions=["change"])
@@ -118,9 +145,18 @@ class HostAdmin(admin.ModelAdmin):
     list_select_related = ("user",)
     raw_id_fields = ("user",)
     readonly_fields = (
-        "id", "thumbprint", "public_key", "jwks_url", "status", "previous_thumbprint",
-        "previous_thumbprint_until", "activated_at", "last_used_at", "revoked_at",
-        "created_at", "updated_at",
+        "id",
+        "thumbprint",
+        "public_key",
+        "jwks_url",
+        "status",
+        "previous_thumbprint",
+        "previous_thumbprint_until",
+        "activated_at",
+        "last_used_at",
+        "revoked_at",
+        "created_at",
+        "updated_at",
     )
     fields = ("name", "default_capabilities", "expires_at", *readonly_fields, "user")
     actions = ["revoke"]
@@ -176,8 +212,17 @@ class ApprovalRequestAdmin(admin.ModelAdmin):
 class AuditEventAdmin(admin.ModelAdmin):
     """Read-only: an audit trail that staff can edit is not an audit trail."""
 
-    list_display = ("created_at", "kind", "actor_type", "agent_id", "host_id", "user_id",
-                    "capability", "outcome", "error_code")
+    list_display = (
+        "created_at",
+        "kind",
+        "actor_type",
+        "agent_id",
+        "host_id",
+        "user_id",
+        "capability",
+        "outcome",
+        "error_code",
+    )
     list_filter = ("kind", "outcome", "actor_type", "created_at")
     search_fields = ("agent_id", "host_id", "user_id", "capability", "error_code")
     date_hierarchy = "created_at"
@@ -190,5 +235,3 @@ class AuditEventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
-
-

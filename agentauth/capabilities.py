@@ -115,7 +115,7 @@ def capability(
     name: str,
     *,
     description: str,
-    input: Mapping[str, Any] | None = None,  # noqa: A002 - the spec's field name
+    input: Mapping[str, Any] | None = None,
     output: Mapping[str, Any] | None = None,
     location: str | None = None,
     approval_strength: ApprovalStrength = "session",

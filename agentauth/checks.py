@@ -57,7 +57,10 @@ def check_capabilities(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     modes = set(app_settings.MODES)
     if not modes or not modes <= {"delegated", "autonomous"}:
         errors.append(
-            Error("AGENTAUTH_MODES must be a non-empty subset of delegated/autonomous.", id="agentauth.E020")
+            Error(
+                "AGENTAUTH_MODES must be a non-empty subset of delegated/autonomous.",
+                id="agentauth.E020",
+            )
         )
     if "device_authorization" not in app_settings.APPROVAL_METHODS:
         errors.append(

@@ -20,11 +20,7 @@ Constraints = dict[str, Any]
 
 def is_number(value: Any) -> bool:
     """A JSON number: ``bool`` is an ``int`` in Python but never a number here (CN10)."""
-    return (
-        not isinstance(value, bool)
-        and isinstance(value, int | float)
-        and math.isfinite(value)
-    )
+    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
 
 
 def is_scalar(value: Any) -> bool:

@@ -12,7 +12,10 @@ from typing import Any
 #: code -> (HTTP status, default message). Codes from the spec's tables, plus the few the checklist
 #: resolves as implementation decisions (``host_rejected``, ``host_pending``...).
 ERRORS: dict[str, tuple[int, str]] = {
-    "invalid_request": (400, "Malformed request, missing required fields, or invalid parameter types"),
+    "invalid_request": (
+        400,
+        "Malformed request, missing required fields, or invalid parameter types",
+    ),
     "unsupported_mode": (400, "Requested mode is not supported by this server"),
     "unsupported_algorithm": (400, "Key algorithm is not in the server's supported set"),
     "invalid_capabilities": (400, "One or more requested capability names don't exist"),

@@ -100,9 +100,7 @@ def revoke_agent(
     """Revoke permanently (spec §2.6). Returns False if the agent was already terminal."""
     now = timezone.now()
     with transaction.atomic():
-        changed = Agent.objects.filter(
-            pk=agent.pk, status__in=NON_TERMINAL_AGENT_STATES
-        ).update(
+        changed = Agent.objects.filter(pk=agent.pk, status__in=NON_TERMINAL_AGENT_STATES).update(
             status=AgentStatus.REVOKED, revoked_at=now, revocation_reason=reason, updated_at=now
         )
         if changed:
@@ -111,7 +109,11 @@ def revoke_agent(
                 status=GrantStatus.REVOKED, updated_at=now
             )
             audit.record(
-                "agent.revoked", actor_type=actor_type, actor_id=actor_id, agent=agent, reason=reason
+                "agent.revoked",
+                actor_type=actor_type,
+                actor_id=actor_id,
+                agent=agent,
+                reason=reason,
             )
             transaction.on_commit(
                 lambda: signals.agent_revoked.send(
@@ -177,13 +179,11 @@ def link_host(host: Host, user: Any, *, actor_type: str) -> list[str]:
         Agent.objects.filter(pk__in=claimed).update(
             status=AgentStatus.CLAIMED, user=user, updated_at=now
         )
-        CapabilityGrant.objects.filter(agent_id__in=claimed, status__in=["active", "pending"]).update(
-            status=GrantStatus.REVOKED, updated_at=now
-        )
+        CapabilityGrant.objects.filter(
+            agent_id__in=claimed, status__in=["active", "pending"]
+        ).update(status=GrantStatus.REVOKED, updated_at=now)
         _close_pending_approvals(claimed, now)
-    audit.record(
-        "host.linked", actor_type=actor_type, host=host, user_id=user.pk, claimed=claimed
-    )
+    audit.record("host.linked", actor_type=actor_type, host=host, user_id=user.pk, claimed=claimed)
     transaction.on_commit(
         lambda: signals.host_linked.send(sender=Host, host=host, user=user, claimed=claimed)
     )

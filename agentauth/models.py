@@ -69,9 +69,9 @@ class Host(models.Model):
     # The identifier agents and hosts put in ``iss``: RFC 7638 thumbprint of the current key.
     thumbprint = models.CharField(max_length=43, unique=True, null=True, blank=True)
     public_key = models.JSONField(null=True, blank=True)
-    jwks_url = models.URLField(max_length=2048, null=True, blank=True)
+    jwks_url = models.URLField(max_length=2048, null=True, blank=True)  # noqa: DJ001 - NULL = none
     # Kept for a short grace window after an inline key rotation (checklist Q38).
-    previous_thumbprint = models.CharField(max_length=43, null=True, blank=True, db_index=True)
+    previous_thumbprint = models.CharField(max_length=43, null=True, blank=True, db_index=True)  # noqa: DJ001
     previous_thumbprint_until = models.DateTimeField(null=True, blank=True)
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -120,12 +120,14 @@ class Agent(models.Model):
     )
     name = models.CharField(max_length=128)
     mode = models.CharField(max_length=16, choices=AgentMode.choices, default=AgentMode.DELEGATED)
-    status = models.CharField(max_length=16, choices=AgentStatus.choices, default=AgentStatus.PENDING)
+    status = models.CharField(
+        max_length=16, choices=AgentStatus.choices, default=AgentStatus.PENDING
+    )
     public_key = models.JSONField(null=True, blank=True)
     # Registration idempotency key within the host (spec §5.3): thumbprint of the agent key.
     thumbprint = models.CharField(max_length=43)
-    jwks_url = models.URLField(max_length=2048, null=True, blank=True)
-    kid = models.CharField(max_length=256, null=True, blank=True)
+    jwks_url = models.URLField(max_length=2048, null=True, blank=True)  # noqa: DJ001 - NULL = none
+    kid = models.CharField(max_length=256, null=True, blank=True)  # noqa: DJ001
     revocation_reason = models.CharField(max_length=64, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     activated_at = models.DateTimeField(null=True, blank=True)
@@ -136,7 +138,9 @@ class Agent(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["host", "thumbprint"], name="agentauth_one_agent_per_key"),
+            models.UniqueConstraint(
+                fields=["host", "thumbprint"], name="agentauth_one_agent_per_key"
+            ),
         ]
         indexes = [
             models.Index(fields=["status", "expires_at"]),
@@ -153,7 +157,9 @@ class CapabilityGrant(models.Model):
 
     agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="grants")
     capability = models.CharField(max_length=128)
-    status = models.CharField(max_length=16, choices=GrantStatus.choices, default=GrantStatus.PENDING)
+    status = models.CharField(
+        max_length=16, choices=GrantStatus.choices, default=GrantStatus.PENDING
+    )
     constraints = models.JSONField(null=True, blank=True)
     granted_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,

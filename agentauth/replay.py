@@ -44,7 +44,7 @@ def consume(typ: str, identity: str, jti: str, until: datetime) -> None:
         ttl = max(1, int((until - timezone.now()).total_seconds()) + 1)
         try:
             added = caches[app_settings.REPLAY_CACHE_ALIAS].add(f"agentauth:jti:{key}", 1, ttl)
-        except Exception as exc:  # noqa: BLE001 - any cache failure must fail closed
+        except Exception as exc:
             raise _unavailable(exc) from exc
         if not added:
             raise ProtocolError("invalid_jwt", "JWT has already been used (jti replay)")

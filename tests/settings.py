@@ -116,3 +116,4 @@ CELERY_TASK_ALWAYS_EAGER = not _broker_url
 CELERY_TASK_EAGER_PROPAGATES = True
 
 AGENTAUTH_ISSUER = "http://testserver/api/auth"
+SILENCED_SYSTEM_CHECKS = ["agentauth.W001"]  # the test issuer is plain http://testserver

@@ -7,7 +7,6 @@ that every failure (content type, size, JSON syntax, types, unknown members) map
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -24,8 +23,12 @@ from ..jws import strict_json_loads
 logger = logging.getLogger("agentauth")
 
 
-def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> HttpResponse:
-    response = JsonResponse(data, status=status, safe=False, json_dumps_params={"separators": (",", ":")})
+def json_response(
+    data: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> HttpResponse:
+    response = JsonResponse(
+        data, status=status, safe=False, json_dumps_params={"separators": (",", ":")}
+    )
     response.headers["Cache-Control"] = "no-store"
     for name, value in (headers or {}).items():
         response.headers[name] = value
@@ -62,9 +65,7 @@ def read_json_body(request: HttpRequest, *, allow_empty: bool = False) -> dict[s
             return {}
         raise invalid_request("A JSON object body is required")
     if request.content_type != "application/json":
-        raise ProtocolError(
-            "invalid_request", "Content-Type must be application/json", status=415
-        )
+        raise ProtocolError("invalid_request", "Content-Type must be application/json", status=415)
     try:
         body = strict_json_loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError):

@@ -1,0 +1,187 @@
+"""GET /agent/status, POST /agent/revoke, POST /host/revoke (spec §5.5, §5.7, §5.10)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import time_machine
+from django.utils import timezone
+
+from agentauth import approvals
+from agentauth.models import Agent, AgentStatus, AuditEvent, Host, HostStatus
+from agentauth.testing import Keypair, agent_token, host_token, make_agent, make_host
+from agentauth.tokens import verify_agent_jwt
+from tests.conftest import ISSUER, Api, assert_error
+
+pytestmark = pytest.mark.django_db
+
+
+def test_status_of_a_pending_registration_from_a_pending_host(api: Api, host_key: Keypair) -> None:
+    # spec: ST4, R23; checklist Q4
+    reg = api.register(host_key, body={"name": "x", "capabilities": ["check_balance"]})
+    reply = api.get("/agent/status", token=host_token(host_key), agent_id=reg.body["agent_id"])
+    assert reply.status == 200
+    body = reply.body
+    assert body["status"] == "pending" and body["host_id"] == reg.body["host_id"]
+    assert body["agent_capability_grants"] == [{"capability": "check_balance", "status": "pending"}]
+    assert body["created_at"].endswith("Z")
+    assert "user_id" not in body and "activated_at" not in body
+
+
+def test_status_after_approval_has_full_grants(api: Api, host_key: Keypair, user: Any) -> None:
+    # spec: ST3, GR1, GR6
+    reg = api.register(host_key, body={"name": "x", "capabilities": ["check_balance"]})
+    approvals.decide(Agent.objects.get(pk=reg.body["agent_id"]), approver=user)
+    body = api.get("/agent/status", token=host_token(host_key), agent_id=reg.body["agent_id"]).body
+    assert body["status"] == "active"
+    assert body["user_id"] == str(user.pk)
+    grant = body["agent_capability_grants"][0]
+    assert grant["status"] == "active" and grant["granted_by"] == str(user.pk)
+    assert grant["description"] and grant["input"]["type"] == "object"
+    for field in ("activated_at", "expires_at", "created_at"):
+        assert body[field].endswith("Z")
+
+
+@pytest.mark.parametrize("params", [{}, {"agent_id": ""}, {"agent_id": "x", "extra": "1"}])
+def test_status_needs_exactly_agent_id(api: Api, params: dict[str, str]) -> None:
+    # spec: ST2
+    _, key = make_host()
+    assert_error(api.get("/agent/status", token=host_token(key), **params), 400, "invalid_request")
+
+
+def test_status_unknown_agent(api: Api) -> None:
+    # spec: ST2
+    _, key = make_host()
+    assert_error(
+        api.get("/agent/status", token=host_token(key), agent_id="agt_nope"), 404, "agent_not_found"
+    )
+
+
+def test_status_of_another_hosts_agent(api: Api) -> None:
+    # spec: ST1; checklist Q22
+    host_a, _ = make_host()
+    agent, _ = make_agent(host_a)
+    _, key_b = make_host()
+    assert_error(
+        api.get("/agent/status", token=host_token(key_b), agent_id=agent.pk), 403, "unauthorized"
+    )
+
+
+def test_status_applies_clocks_without_extending_them(api: Api, settings: Any) -> None:
+    # spec: ST5; checklist Q14
+    settings.AGENTAUTH_SESSION_TTL = 60
+    host, key = make_host()
+    agent, _ = make_agent(host)
+    with time_machine.travel(timezone.now() + timedelta(seconds=30)):
+        assert (
+            api.get("/agent/status", token=host_token(key), agent_id=agent.pk).body["status"]
+            == "active"
+        )
+    agent.refresh_from_db()
+    assert agent.last_used_at is None
+    with time_machine.travel(timezone.now() + timedelta(seconds=61)):
+        assert (
+            api.get("/agent/status", token=host_token(key), agent_id=agent.pk).body["status"]
+            == "expired"
+        )
+
+
+def test_revoke_agent(api: Api) -> None:
+    # spec: RV1, RV3, RV4, L10
+    host, key = make_host()
+    agent, agent_key = make_agent(host, grants=["check_balance"])
+    reply = api.post("/agent/revoke", {"agent_id": agent.pk}, token=host_token(key))
+    assert reply.status == 200 and reply.body == {"agent_id": agent.pk, "status": "revoked"}
+    agent.refresh_from_db()
+    assert agent.status == AgentStatus.REVOKED and agent.revoked_at is not None
+    # The agent's own JWTs now fail with agent_revoked (spec RV4, HR5).
+    with pytest.raises(Exception) as info:
+        verify_agent_jwt(agent_token(agent, agent_key), audiences={ISSUER})
+    assert getattr(info.value, "code", None) == "agent_revoked"
+    assert AuditEvent.objects.filter(
+        kind="agent.revoked", agent_id=agent.pk, actor_type="host"
+    ).exists()
+
+
+def test_revoke_is_idempotent(api: Api) -> None:
+    # checklist RV7, Q49
+    host, key = make_host()
+    agent, _ = make_agent(host)
+    api.post("/agent/revoke", {"agent_id": agent.pk}, token=host_token(key))
+    reply = api.post("/agent/revoke", {"agent_id": agent.pk}, token=host_token(key))
+    assert reply.status == 200 and reply.body["status"] == "revoked"
+    assert AuditEvent.objects.filter(kind="agent.revoked").count() == 1
+
+
+def test_revoke_another_hosts_agent(api: Api) -> None:
+    # spec: RV1, ER4 ("host revoking an agent it didn't create")
+    host_a, _ = make_host()
+    agent, _ = make_agent(host_a)
+    _, key_b = make_host()
+    assert_error(
+        api.post("/agent/revoke", {"agent_id": agent.pk}, token=host_token(key_b)),
+        403,
+        "unauthorized",
+    )
+    agent.refresh_from_db()
+    assert agent.status == AgentStatus.ACTIVE
+
+
+@pytest.mark.parametrize(
+    "body", [{}, {"agent_id": 5}, {"agent_id": "x", "why": "no"}, ["agent_id"]]
+)
+def test_revoke_body_validation(api: Api, body: Any) -> None:
+    _, key = make_host()
+    assert_error(api.post("/agent/revoke", body, token=host_token(key)), 400, "invalid_request")
+
+
+def test_revoke_unknown_agent(api: Api) -> None:
+    # spec: RV2
+    _, key = make_host()
+    assert_error(
+        api.post("/agent/revoke", {"agent_id": "agt_x"}, token=host_token(key)),
+        404,
+        "agent_not_found",
+    )
+
+
+def test_host_revoke_cascades(api: Api) -> None:
+    # spec: HR1, HR2, HR3, S11, L11
+    host, key = make_host()
+    a1, k1 = make_agent(host)
+    _a2, _ = make_agent(host, status=AgentStatus.PENDING)
+    make_agent(host, status=AgentStatus.REVOKED)  # already terminal: not counted (Q49)
+    other_host, _ = make_host()
+    bystander, _ = make_agent(other_host)
+    reply = api.post("/host/revoke", token=host_token(key))
+    assert reply.status == 200
+    assert reply.body == {"host_id": host.pk, "status": "revoked", "agents_revoked": 2}
+    assert set(Agent.objects.filter(host=host).values_list("status", flat=True)) == {"revoked"}
+    bystander.refresh_from_db()
+    assert bystander.status == AgentStatus.ACTIVE
+    # spec: HR5 — the host's and its agents' JWTs are refused from now on.
+    assert_error(api.post("/host/revoke", token=host_token(key)), 403, "host_revoked")
+    with pytest.raises(Exception) as info:
+        verify_agent_jwt(agent_token(a1, k1), audiences={ISSUER})
+    assert getattr(info.value, "code", None) == "agent_revoked"
+    event = AuditEvent.objects.get(kind="host.revoked")
+    assert event.data["agents_revoked"] == 2
+
+
+def test_host_revoke_refuses_a_body(api: Api) -> None:
+    _, key = make_host()
+    assert_error(
+        api.post("/host/revoke", {"host_id": "hst_other"}, token=host_token(key)),
+        400,
+        "invalid_request",
+    )
+    assert Host.objects.get().status == HostStatus.ACTIVE
+
+
+def test_pending_host_can_revoke_itself(api: Api, host_key: Keypair) -> None:
+    # checklist Q4, Q49
+    api.register(host_key)
+    reply = api.post("/host/revoke", token=host_token(host_key))
+    assert reply.status == 200 and reply.body["agents_revoked"] == 1

@@ -10,6 +10,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
@@ -108,7 +109,9 @@ class AgentAdmin(admin.ModelAdmin):
             agent.grants.filter(status=GrantStatus.PENDING).values_list("capability", flat=True)
         )
         form = ApproveSomeForm(request.POST if "apply" in request.POST else None)
-        form.fields["capabilities"].choices = [(c, c) for c in pending]
+        field = form.fields["capabilities"]
+        assert isinstance(field, forms.MultipleChoiceField)
+        field.choices = [(c, c) for c in pending]
         if "apply" in request.POST and form.is_valid():
             self._decide(request, queryset, approve=form.cleaned_data["capabilities"])
             return None
@@ -120,7 +123,7 @@ class AgentAdmin(admin.ModelAdmin):
                 "form": form,
                 "opts": self.model._meta,
                 "queryset": queryset,
-                "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+                "action_checkbox_name": ACTION_CHECKBOX_NAME,
             },
         )
 

@@ -149,8 +149,11 @@ def decide(
     """
     now = timezone.now()
     with transaction.atomic():
-        agent = Agent.objects.select_for_update().select_related("host").get(pk=agent.pk)
+        # Lock order is host, then agent, everywhere (registration and revocation too), so a
+        # decision racing a host revocation serialises instead of deadlocking.
         host = Host.objects.select_for_update().get(pk=agent.host_id)
+        agent = Agent.objects.select_for_update().get(pk=agent.pk)
+        agent.host = host
         if agent.status not in (AgentStatus.PENDING, AgentStatus.ACTIVE):
             raise ProtocolError(
                 "invalid_request", f"Agent is {agent.status}; there is nothing to approve"

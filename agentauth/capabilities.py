@@ -40,7 +40,8 @@ class Capability:
 
     def resolve_handler(self) -> Callable[..., Any] | None:
         if isinstance(self.handler, str):
-            return import_string(self.handler)  # type: ignore[no-any-return]
+            handler: Callable[..., Any] = import_string(self.handler)
+            return handler
         return self.handler
 
     def input_properties(self) -> set[str]:

@@ -64,6 +64,8 @@ def validate_public_jwk(jwk: Any, *, field: str = "public_key") -> dict[str, str
     if alg is not None and alg not in ("EdDSA", "Ed25519"):
         raise ProtocolError("unsupported_algorithm", f"{field} alg {alg!r} is not EdDSA")
     x = jwk.get("x")
+    if not isinstance(x, str):
+        raise ProtocolError("invalid_request", f"{field}.x must be a base64url string")
     try:
         raw = b64url_decode(x)
     except ValueError:

@@ -100,6 +100,7 @@ def revoke_agent(
     """Revoke permanently (spec §2.6). Returns False if the agent was already terminal."""
     now = timezone.now()
     with transaction.atomic():
+        Host.objects.select_for_update().filter(pk=agent.host_id).first()  # lock order: host first
         changed = Agent.objects.filter(pk=agent.pk, status__in=NON_TERMINAL_AGENT_STATES).update(
             status=AgentStatus.REVOKED, revoked_at=now, revocation_reason=reason, updated_at=now
         )
@@ -131,6 +132,7 @@ def revoke_host(host: Host, *, actor_type: str, actor_id: str = "") -> int:
     """
     now = timezone.now()
     with transaction.atomic():
+        Host.objects.select_for_update().filter(pk=host.pk).first()  # lock order: host first
         Host.objects.filter(pk=host.pk).exclude(status=HostStatus.REVOKED).update(
             status=HostStatus.REVOKED, revoked_at=now, updated_at=now
         )

@@ -83,7 +83,7 @@ class ProtocolView(View):
         method = (request.method or "").lower()
         try:
             if method not in self.http_method_names or not hasattr(self, method):
-                allowed = ", ".join(m.upper() for m in self._allowed_methods())
+                allowed = self.allow_header()
                 raise ProtocolError(
                     "method_not_allowed",
                     f"Use {allowed} on this endpoint",
@@ -98,7 +98,10 @@ class ProtocolView(View):
             logger.exception("agentauth: unhandled error in %s", request.path)
             return error_response(ProtocolError("internal_error"))
 
+    def allow_header(self) -> str:
+        return ", ".join(m.upper() for m in self.http_method_names if hasattr(self, m))
+
     def options(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         response = HttpResponse(status=204)
-        response.headers["Allow"] = ", ".join(m.upper() for m in self._allowed_methods())
+        response.headers["Allow"] = self.allow_header()
         return response

@@ -1,0 +1,113 @@
+"""Races that only a real database shows (PostgreSQL tier).
+
+Skipped unless ``AGENTAUTH_TEST_DATABASE_URL`` points at PostgreSQL (``.ci/run`` sets it).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.db import connection, connections
+
+from agentauth import approvals, lifecycle, tokens
+from agentauth.errors import ProtocolError
+from agentauth.models import Agent, AgentStatus, Host, ReplayRecord
+from agentauth.testing import Keypair, host_token, make_agent, make_host
+
+pytestmark = [
+    pytest.mark.postgres,
+    pytest.mark.skipif(
+        not os.environ.get("AGENTAUTH_TEST_DATABASE_URL"),
+        reason="needs AGENTAUTH_TEST_DATABASE_URL (PostgreSQL)",
+    ),
+    pytest.mark.django_db(transaction=True),
+]
+
+
+def run_together(n: int, func: Callable[[int], Any]) -> list[Any]:
+    """Run ``func(i)`` in ``n`` threads released at the same instant; return results/exceptions."""
+    barrier = threading.Barrier(n)
+    results: list[Any] = [None] * n
+
+    def worker(i: int) -> None:
+        try:
+            barrier.wait()
+            results[i] = func(i)
+        except Exception as exc:  # collected and asserted on by the caller
+            results[i] = exc
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return results
+
+
+def test_backend_is_postgresql() -> None:
+    assert connection.vendor == "postgresql"
+
+
+def test_one_jti_is_accepted_once_under_concurrency() -> None:
+    # spec: J17, S5 — the database guard is atomic across connections.
+    host, key = make_host()
+    token = host_token(key)
+    results = run_together(8, lambda i: tokens.verify_host_jwt(token))
+    accepted = [r for r in results if isinstance(r, tokens.VerifiedHost)]
+    refused = [r for r in results if isinstance(r, ProtocolError) and r.code == "invalid_jwt"]
+    assert len(accepted) == 1 and len(refused) == 7, results
+    assert ReplayRecord.objects.count() == 1
+
+
+def test_concurrent_first_registrations_make_one_host_and_one_agent(client: Any) -> None:
+    # spec: R13 (idempotency) with a dynamic host (R15) racing itself.
+    from django.test import Client
+
+    host_key, agent_key = Keypair.generate(), Keypair.generate()
+
+    def register(i: int) -> Any:
+        token = host_token(host_key, agent_public_key=agent_key)
+        response = Client().post(
+            "/api/auth/agent/register",
+            data={"name": "racer", "capabilities": ["check_balance"]},
+            content_type="application/json",
+            HTTP_AUTHORIZATION=f"Bearer {token}",
+        )
+        return response.status_code, response.json()
+
+    results = run_together(6, register)
+    assert all(not isinstance(r, Exception) for r in results), results
+    assert {status for status, _ in results} == {200}, results
+    assert len({body["agent_id"] for _, body in results}) == 1
+    assert Host.objects.count() == 1 and Agent.objects.count() == 1
+
+
+def test_approval_racing_host_revocation_never_revives(user: Any) -> None:
+    # spec: S11, RV4 — whichever commits first, the agent ends revoked.
+    for _ in range(20):
+        host, _ = make_host(user=user)
+        agent, _ = make_agent(host, status=AgentStatus.PENDING)
+
+        def act(i: int, agent: Agent = agent, host: Host = host) -> Any:
+            if i == 0:
+                return approvals.decide(agent, approver=user)
+            return lifecycle.revoke_host(host, actor_type="system")
+
+        results = run_together(2, act)
+        agent.refresh_from_db()
+        assert agent.status == AgentStatus.REVOKED, results
+
+
+def test_double_revoke_counts_once() -> None:
+    # checklist Q49: agents_revoked counts only agents this call moved.
+    host, _ = make_host()
+    for _ in range(4):
+        make_agent(host)
+    counts = run_together(4, lambda i: lifecycle.revoke_host(host, actor_type="system"))
+    assert sum(counts) == 4, counts

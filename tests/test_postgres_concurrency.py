@@ -56,7 +56,7 @@ def test_backend_is_postgresql() -> None:
 
 def test_one_jti_is_accepted_once_under_concurrency() -> None:
     # spec: J17, S5 — the database guard is atomic across connections.
-    host, key = make_host()
+    _host, key = make_host()
     token = host_token(key)
     results = run_together(8, lambda i: tokens.verify_host_jwt(token))
     accepted = [r for r in results if isinstance(r, tokens.VerifiedHost)]

@@ -17,7 +17,7 @@ from typing import Any
 from django.http import HttpRequest
 from django.utils import timezone
 
-from . import jws, keys, lifecycle, replay
+from . import jws, keys, lifecycle, ratelimit, replay
 from .conf import app_settings
 from .errors import ProtocolError, invalid_jwt
 from .models import Agent, AgentStatus, Host, HostStatus
@@ -175,6 +175,7 @@ def verify_host_jwt(
             raise ProtocolError("host_rejected")
         if host.status == HostStatus.PENDING and not allow_pending:
             raise ProtocolError("host_pending")
+        ratelimit.hit("host", host.pk)
         Host.objects.filter(pk=host.pk).update(last_used_at=timezone.now())
     return VerifiedHost(host=host, thumbprint=iss, public_key=public_key, claims=claims)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse
 
-from .. import lifecycle, registration, serializers
+from .. import lifecycle, ratelimit, registration, serializers
 from ..errors import ProtocolError, invalid_request
 from ..models import Agent, Host
 from ..tokens import bearer_token, verify_host_jwt
@@ -30,7 +30,11 @@ class RegisterView(ProtocolView):
     http_method_names = ["post", "options"]
 
     def post(self, request: HttpRequest) -> HttpResponse:
+        ratelimit.hit("ip", ratelimit.client_ip(request))
         verified = verify_host_jwt(bearer_token(request), allow_unknown=True, allow_pending=True)
+        if verified.host is None:
+            # Spec §8.13: unknown-host registration is the cheapest abuse; limit it hard per IP.
+            ratelimit.hit("register_unknown_host", ratelimit.client_ip(request))
         body = read_json_body(request)
         return json_response(registration.register(verified, body))
 

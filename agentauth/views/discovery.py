@@ -7,6 +7,7 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse
 from django.urls import NoReverseMatch, reverse
 
+from .. import ratelimit
 from ..conf import app_settings
 from .base import ProtocolView, json_response
 
@@ -65,6 +66,7 @@ class DiscoveryView(ProtocolView):
     http_method_names = ["get", "head", "options"]
 
     def get(self, request: HttpRequest) -> HttpResponse:
+        ratelimit.hit("ip", ratelimit.client_ip(request))
         response = json_response(document())
         response.headers["Cache-Control"] = f"public, max-age={app_settings.DISCOVERY_MAX_AGE}"
         return response

@@ -65,7 +65,7 @@ def client_ip(request: HttpRequest) -> str:
 
 
 def hit(scope: str, identity: str) -> None:
-    """Count one request for ``identity`` in ``scope``; raise 429 ``rate_limited`` past the limit."""
+    """Count a request for ``identity`` in ``scope``; raise 429 ``rate_limited`` past the limit."""
     rate = rate_for(scope)
     if rate is None:
         return
@@ -81,7 +81,7 @@ def hit(scope: str, identity: str) -> None:
         # The key expired between add and incr: this is the first hit of a fresh window.
         count = 1
         cache.set(key, 1, rate.period + 1)
-    except Exception as exc:  # noqa: BLE001 - an unreachable cache must fail closed
+    except Exception as exc:  # an unreachable cache must fail closed
         logger.error("agentauth rate-limit cache unavailable: %s", exc)
         raise ProtocolError(
             "temporarily_unavailable", "Rate limiting is unavailable", headers={"Retry-After": "5"}

@@ -15,7 +15,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
-from . import approvals, lifecycle
+from . import approvals, hosts, lifecycle
 from .errors import ProtocolError
 from .models import (
     Agent,
@@ -45,6 +45,18 @@ class GrantInline(admin.TabularInline):
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+class HostForm(forms.ModelForm):
+    class Meta:
+        model = Host
+        fields = ("name", "default_capabilities", "expires_at")
+
+    def clean_default_capabilities(self) -> list[str]:
+        try:
+            return hosts.validate_defaults(self.cleaned_data["default_capabilities"])
+        except ProtocolError as exc:
+            raise forms.ValidationError(exc.message) from None
 
 
 class ApproveSomeForm(forms.Form):
@@ -86,7 +98,23 @@ class AgentAdmin(admin.ModelAdmin):
 
     def _decide(self, request: HttpRequest, agents: QuerySet[Agent], **kwargs: Any) -> None:
         done = 0
-        for agent in agents:
+        for agent in agents.select_related("host"):
+            if (
+                agent.mode == "delegated"
+                and agent.status == "pending"
+                and agent.host.user_id is None
+                and not kwargs.get("reject")
+            ):
+                # Approving would link the host to the staff member (spec §2.9). The person the
+                # agent acts for approves on the device page, or an operator runs
+                # ``agentauth_approve --user <them>``.
+                self.message_user(
+                    request,
+                    f"{agent}: its host is not linked to a user; the user it acts for must "
+                    "approve it (device page or agentauth_approve --user).",
+                    messages.WARNING,
+                )
+                continue
             try:
                 approvals.decide(agent, approver=request.user, actor_type="staff", **kwargs)
                 done += 1
@@ -142,6 +170,7 @@ class AgentAdmin(admin.ModelAdmin):
 
 @admin.register(Host)
 class HostAdmin(admin.ModelAdmin):
+    form = HostForm
     list_display = ("name", "id", "status", "user", "created_at", "last_used_at")
     list_filter = ("status", "created_at")
     search_fields = ("id", "name", "thumbprint")

@@ -18,6 +18,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from . import audit, lifecycle, signals
+from . import constraints as constraint_rules
+from .capabilities import registry
 from .conf import app_settings
 from .errors import ProtocolError, invalid_request
 from .models import (
@@ -177,17 +179,24 @@ def decide(
         decision = Decision(agent=agent, rejected=reject)
         if reject:
             chosen = set()
+        replaced = [g.capability for g in pending if g.capability in chosen]
+        if replaced:
+            # A re-request with new constraints replaces the active grant once approved (Q29).
+            CapabilityGrant.objects.filter(
+                agent=agent, capability__in=replaced, status=GrantStatus.ACTIVE
+            ).update(status=GrantStatus.REVOKED, updated_at=now)
         for g in pending:
             if g.capability in chosen:
                 g.status = GrantStatus.ACTIVE
                 g.granted_by = approver
                 if constraints and g.capability in constraints:
-                    g.constraints = constraints[g.capability] or None
+                    g.constraints = _narrow(g, constraints[g.capability])
                 decision.approved.append(g.capability)
             else:
                 g.status = GrantStatus.DENIED
                 g.denied_by = approver
-                g.reason = reason or g.reason or "Denied by the approver"
+                # The grant's reason was the agent's justification; a denial states its own.
+                g.reason = reason or "Denied by the approver"
                 decision.denied.append(g.capability)
             g.updated_at = now
         CapabilityGrant.objects.bulk_update(
@@ -229,6 +238,19 @@ def decide(
             )
         )
     return decision
+
+
+def _narrow(grant: CapabilityGrant, approver_constraints: Any) -> dict[str, Any] | None:
+    """The approver may narrow what the agent asked for, never widen it (spec §2.13)."""
+    cap = registry.get(grant.capability)
+    if cap is None:
+        raise invalid_request(f"Capability '{grant.capability}' no longer exists")
+    parsed = constraint_rules.parse(approver_constraints, cap)
+    try:
+        return constraint_rules.intersect(grant.constraints, parsed)
+    except constraint_rules.ContradictoryConstraints as exc:
+        message = f"Constraints for {grant.capability!r} admit no value: {exc}"
+        raise invalid_request(message) from None
 
 
 def _activate(agent: Agent, host: Host, approver: Any, actor_type: str, now: Any) -> None:

@@ -37,6 +37,8 @@ class Capability:
     public: bool = True
     mode: Mode = "sync"
     handler: Callable[..., Any] | str | None = field(default=None, compare=False)
+    #: Server-imposed constraints, intersected with whatever an agent asks for (spec §2.13).
+    constraints: Mapping[str, Any] | None = None
 
     def resolve_handler(self) -> Callable[..., Any] | None:
         if isinstance(self.handler, str):
@@ -78,6 +80,8 @@ class Registry:
             )
         if not isinstance(cap.description, str) or not cap.description.strip():
             raise CapabilityError(f"Capability {cap.name!r} needs a description")
+        if cap.mode not in ("sync", "async", "stream"):
+            raise CapabilityError(f"Capability {cap.name!r}: mode must be sync, async or stream")
         if cap.approval_strength not in APPROVAL_STRENGTHS:
             raise CapabilityError(
                 f"Capability {cap.name!r}: approval_strength must be one of {APPROVAL_STRENGTHS}"
@@ -122,6 +126,7 @@ def capability(
     approval_strength: ApprovalStrength = "session",
     public: bool = True,
     mode: Mode = "sync",
+    constraints: Mapping[str, Any] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Declare a capability whose handler is the decorated function.
 
@@ -141,6 +146,7 @@ def capability(
                 public=public,
                 mode=mode,
                 handler=func,
+                constraints=constraints,
             )
         )
         return func

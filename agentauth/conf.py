@@ -110,6 +110,22 @@ class AppSettings:
     def MAX_CAPABILITIES_PER_REQUEST(self) -> int:
         return int(_get("MAX_CAPABILITIES_PER_REQUEST", 50))
 
+    @property
+    def STREAM_MAX_SECONDS(self) -> int:
+        """Longest a streamed execution may run (spec §5.11)."""
+        return int(_get("STREAM_MAX_SECONDS", 300))
+
+    @property
+    def STREAM_RECHECK_SECONDS(self) -> int:
+        """How often a stream re-checks that its agent and host are still active (§5.11)."""
+        return int(_get("STREAM_RECHECK_SECONDS", 60))
+
+    @property
+    def INTROSPECTION_TOKENS(self) -> tuple[str, ...]:
+        """Bearer secrets resource servers present to ``/agent/introspect``. Empty (default):
+        the endpoint is open but rate limited hard (spec §5.12)."""
+        return tuple(_get("INTROSPECTION_TOKENS", ()))
+
     # --- registration policy -----------------------------------------------------------------
     @property
     def ALLOW_DYNAMIC_HOST_REGISTRATION(self) -> bool:

@@ -91,3 +91,133 @@ def _parse_operators(cap: str, field: str, spec: dict[str, Any]) -> dict[str, An
     if "min" in spec and "max" in spec and spec["min"] > spec["max"]:
         raise invalid_request(f"Constraint on '{field}' has min greater than max")
     return dict(spec)
+
+
+# --- evaluation ----------------------------------------------------------------------------------
+
+
+def json_equal(a: Any, b: Any) -> bool:
+    """Equality as JSON sees it: ``true`` is not ``1``; ``1`` and ``1.0`` are the same number."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a is b
+    if is_number(a) and is_number(b):
+        return bool(a == b)
+    if a is None or b is None:
+        return a is None and b is None
+    if isinstance(a, str) and isinstance(b, str):
+        return a == b
+    return False  # arrays, objects, NaN: never equal to a constraint value (fail closed)
+
+
+def _violates(op: str, bound: Any, actual: Any) -> bool:
+    if op == "max":
+        return not (is_number(actual) and actual <= bound)
+    if op == "min":
+        return not (is_number(actual) and actual >= bound)
+    if op == "in":
+        return not (is_scalar(actual) and _member(actual, bound))
+    if op == "not_in":
+        return not (is_scalar(actual) and not _member(actual, bound))
+    return True  # unreachable after the unknown-operator check; fail closed all the same
+
+
+_MISSING = object()
+
+
+def check(constraints: Constraints | None, arguments: dict[str, Any]) -> list[dict[str, Any]]:
+    """Return the violations of ``arguments`` against a grant's ``constraints`` (spec §5.11).
+
+    One entry per violated operator (checklist CN13), shaped ``{"field", "constraint",
+    "actual"}``. A constrained field that is absent violates its constraint (Q28a). Raises
+    ``unknown_constraint_operator`` if the stored constraints hold an operator we do not know.
+    """
+    if not constraints:
+        return []
+    unknown = unknown_operators(constraints)
+    if unknown:
+        raise ProtocolError(
+            "unknown_constraint_operator",
+            f"The grant holds unknown constraint operator(s): {', '.join(unknown)}",
+            unknown_operators=unknown,
+        )
+    violations: list[dict[str, Any]] = []
+    for field, spec in constraints.items():
+        actual = arguments.get(field, _MISSING)
+        shown = None if actual is _MISSING else actual
+        if isinstance(spec, dict):
+            for op, bound in spec.items():
+                if actual is _MISSING or _violates(op, bound, actual):
+                    violations.append({"field": field, "constraint": {op: bound}, "actual": shown})
+        elif actual is _MISSING or not json_equal(actual, spec):
+            violations.append({"field": field, "constraint": spec, "actual": shown})
+    return violations
+
+
+# --- narrowing -----------------------------------------------------------------------------------
+
+
+class ContradictoryConstraints(ValueError):
+    """The intersection admits no value for a field (checklist CN12)."""
+
+
+def _member(value: Any, items: list[Any]) -> bool:
+    return any(json_equal(value, item) for item in items)
+
+
+def _admits(spec: Any, value: Any) -> bool:
+    return not check({"f": spec}, {"f": value})
+
+
+def _intersect_field(field: str, a: Any, b: Any) -> Any:
+    if not isinstance(a, dict) and not isinstance(b, dict):
+        if json_equal(a, b):
+            return a
+        raise ContradictoryConstraints(f"'{field}' cannot equal both {a!r} and {b!r}")
+    if not isinstance(a, dict) or not isinstance(b, dict):
+        exact, ops = (a, b) if not isinstance(a, dict) else (b, a)
+        if _admits(ops, exact):
+            return exact
+        raise ContradictoryConstraints(f"'{field}' = {exact!r} is outside {ops!r}")
+    out: dict[str, Any] = {}
+    maxes = [s["max"] for s in (a, b) if "max" in s]
+    mins = [s["min"] for s in (a, b) if "min" in s]
+    if maxes:
+        out["max"] = min(maxes)
+    if mins:
+        out["min"] = max(mins)
+    ins = [s["in"] for s in (a, b) if "in" in s]
+    not_ins = [s["not_in"] for s in (a, b) if "not_in" in s]
+    excluded = [item for items in not_ins for item in items]
+    if ins:
+        allowed = [x for x in ins[0] if all(_member(x, other) for other in ins[1:])]
+        allowed = [x for x in allowed if not _member(x, excluded)]
+        bounds = {k: out[k] for k in ("min", "max") if k in out}
+        if bounds:
+            allowed = [x for x in allowed if _admits(bounds, x)]
+        if not allowed:
+            raise ContradictoryConstraints(f"'{field}' has no allowed value left")
+        out["in"] = allowed
+    elif excluded:
+        unique: list[Any] = []
+        for item in excluded:
+            if not _member(item, unique):
+                unique.append(item)
+        out["not_in"] = unique
+    if "min" in out and "max" in out and out["min"] > out["max"]:
+        raise ContradictoryConstraints(f"'{field}' has min greater than max")
+    return out
+
+
+def intersect(a: Constraints | None, b: Constraints | None) -> Constraints | None:
+    """The tightest combination of two constraint sets: never wider than either (spec §2.13)."""
+    if not a:
+        return dict(b) if b else None
+    if not b:
+        return dict(a)
+    result: Constraints = {}
+    for field in list(a) + [f for f in b if f not in a]:
+        if field in a and field in b:
+            result[field] = _intersect_field(field, a[field], b[field])
+        else:
+            result[field] = a[field] if field in a else b[field]
+    return result

@@ -14,6 +14,23 @@ from .errors import ProtocolError, invalid_request
 from .models import Host, HostStatus
 
 
+def validate_defaults(names: Any) -> list[str]:
+    """A host's ``default_capabilities``: a list of registered capability names (spec §3.1)."""
+    if isinstance(names, str) or not isinstance(names, Iterable):
+        raise invalid_request("default_capabilities must be a list of capability names")
+    defaults = list(dict.fromkeys(names))
+    if not all(isinstance(n, str) for n in defaults):
+        raise invalid_request("default_capabilities must be a list of capability names")
+    unknown = [n for n in defaults if n not in registry]
+    if unknown:
+        raise ProtocolError(
+            "invalid_capabilities",
+            "One or more requested capability names don't exist",
+            invalid_capabilities=unknown,
+        )
+    return defaults
+
+
 def create_host(
     jwk: Any,
     *,
@@ -24,14 +41,7 @@ def create_host(
 ) -> Host:
     """Create an active host for a known public key; link it to ``user`` when given."""
     public_key = keys.validate_public_jwk(jwk)
-    defaults = list(dict.fromkeys(default_capabilities))
-    unknown = [n for n in defaults if n not in registry]
-    if unknown:
-        raise ProtocolError(
-            "invalid_capabilities",
-            "One or more requested capability names don't exist",
-            invalid_capabilities=unknown,
-        )
+    defaults = validate_defaults(default_capabilities)
     tp = keys.thumbprint(public_key)
     with transaction.atomic():
         if Host.objects.filter(thumbprint=tp).exists():

@@ -19,3 +19,7 @@ def agent_id() -> str:
 
 def approval_id() -> str:
     return new_id("apr")
+
+
+def job_id() -> str:
+    return new_id("job")

@@ -75,8 +75,17 @@ def evaluate_clocks(agent: Agent, now: datetime | None = None) -> None:
 
 
 def touch(agent: Agent, now: datetime | None = None) -> None:
-    """Record an authenticated agent request: slides the session TTL (checklist Q14)."""
+    """Record an authenticated agent request: slides the session TTL (checklist Q14).
+
+    The write is skipped while the last one is fresher than a tenth of the TTL (at most 30 s):
+    the session still slides, and a busy agent costs one write per window, not per call.
+    """
     now = now or timezone.now()
+    ttl = app_settings.SESSION_TTL or 300
+    if agent.last_used_at is not None and (now - agent.last_used_at).total_seconds() < min(
+        30, ttl / 10
+    ):
+        return
     agent.last_used_at = now
     agent.expires_at = session_expires_at(agent)
     Agent.objects.filter(pk=agent.pk, status=AgentStatus.ACTIVE).update(

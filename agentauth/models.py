@@ -185,10 +185,17 @@ class CapabilityGrant(models.Model):
 
     class Meta:
         constraints = [
+            # One effective grant per capability, and at most one request waiting beside it (a
+            # re-request with other constraints replaces the active grant when approved, Q29).
             models.UniqueConstraint(
                 fields=["agent", "capability"],
-                condition=Q(status__in=["active", "pending"]),
-                name="agentauth_one_live_grant_per_capability",
+                condition=Q(status="active"),
+                name="agentauth_one_active_grant_per_capability",
+            ),
+            models.UniqueConstraint(
+                fields=["agent", "capability"],
+                condition=Q(status="pending"),
+                name="agentauth_one_pending_grant_per_capability",
             ),
         ]
         indexes = [models.Index(fields=["agent", "status"])]
@@ -238,6 +245,36 @@ class ApprovalRequest(models.Model):
 
     def __str__(self) -> str:
         return f"{self.method} for {self.agent_id} [{self.status}]"
+
+
+class ExecutionStatus(models.TextChoices):
+    PENDING = "pending"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class Execution(models.Model):
+    """An asynchronous capability execution, polled at its ``status_url`` (spec §5.11)."""
+
+    id = models.CharField(primary_key=True, max_length=40, default=ids.job_id, editable=False)
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="executions")
+    capability = models.CharField(max_length=128)
+    arguments = models.JSONField(default=dict)
+    status = models.CharField(
+        max_length=16, choices=ExecutionStatus.choices, default=ExecutionStatus.PENDING
+    )
+    result = models.JSONField(null=True, blank=True)
+    error = models.JSONField(null=True, blank=True)
+    jti = models.CharField(max_length=256, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["status", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.capability} [{self.status}] {self.id}"
 
 
 class AuditEvent(models.Model):

@@ -5,6 +5,8 @@ Dimensions and defaults (override per key in ``AGENTAUTH_RATE_LIMITS``; ``None``
 ``ip``                     60/minute  registration and discovery, per client IP
 ``register_unknown_host``  10/hour    first registrations of unknown hosts, per client IP (§8.13)
 ``host``                  300/minute  host-JWT-authenticated requests, per host
+``agent``                  60/minute  agent-JWT-authenticated requests, per agent
+``introspect``             60/minute  introspection calls, per client IP (§5.12: aggressive)
 
 Counters live in the cache named by ``AGENTAUTH_RATE_LIMIT_CACHE`` (default ``"default"``); in
 production it must be shared by every process (Redis, Memcached), or each worker counts alone.
@@ -31,6 +33,8 @@ DEFAULT_RATES: dict[str, str | None] = {
     "ip": "60/minute",
     "register_unknown_host": "10/hour",
     "host": "300/minute",
+    "agent": "60/minute",
+    "introspect": "60/minute",
 }
 _PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 

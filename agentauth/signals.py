@@ -17,3 +17,7 @@ agent_revoked = Signal()
 host_revoked = Signal()
 #: A host was linked to a user. kwargs: ``host``, ``user``, ``claimed`` (ids of claimed agents).
 host_linked = Signal()
+#: A capability ran. kwargs: ``agent``, ``capability``, ``mode`` (sync/async/stream), ``jti``.
+capability_executed = Signal()
+#: A capability call was refused or failed. kwargs: ``agent``, ``capability``, ``error`` (code).
+capability_refused = Signal()

@@ -193,10 +193,13 @@ _HOST_STATE_ERRORS = {
 }
 
 
-def verify_agent_jwt(token: str, *, audiences: Collection[str]) -> VerifiedAgent:
+def verify_agent_jwt(
+    token: str, *, audiences: Collection[str], consume: bool = True
+) -> VerifiedAgent:
     """Verify an agent JWT (spec §4.5) and return the active agent it names.
 
     ``audiences`` is the set of exact ``aud`` values this endpoint accepts (checklist Q1).
+    ``consume=False`` checks the token without spending its ``jti`` (introspection, Q3).
     """
     parsed = jws.parse(token)
     if not jws.typ_matches(parsed.header, AGENT_TYP):
@@ -223,7 +226,9 @@ def verify_agent_jwt(token: str, *, audiences: Collection[str]) -> VerifiedAgent
         raise invalid_jwt("Agent has no usable key")
     parsed.verify(keys.public_key_from_jwk(agent.public_key))
     until = _check_times(claims)
-    replay.consume(AGENT_TYP, agent.pk, _jti(claims), until)
+    jti = _jti(claims)
+    if consume:
+        replay.consume(AGENT_TYP, agent.pk, jti, until)
 
     lifecycle.evaluate_clocks(agent)
     if agent.status == AgentStatus.REVOKED:

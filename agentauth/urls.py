@@ -19,6 +19,20 @@ urlpatterns = [
     path("agent/status", views.StatusView.as_view(), name="status"),
     path("agent/revoke", views.RevokeView.as_view(), name="revoke"),
     path("host/revoke", views.RevokeHostView.as_view(), name="revoke_host"),
+    path(
+        "agent/request-capability",
+        views.RequestCapabilityView.as_view(),
+        name="request_capability",
+    ),
+    path("agent/introspect", views.IntrospectView.as_view(), name="introspect"),
+    path("capability/list", views.ListView.as_view(), name="capabilities"),
+    path("capability/describe", views.DescribeView.as_view(), name="describe_capability"),
+    path("capability/execute", views.ExecuteView.as_view(), name="execute"),
+    path(
+        "capability/status/<str:job_id>",
+        views.ExecutionStatusView.as_view(),
+        name="execution_status",
+    ),
     path("device", views.DeviceView.as_view(), name="device"),
 ]
 

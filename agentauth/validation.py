@@ -123,5 +123,11 @@ def requested_capabilities(raw: Any, *, required: bool = False) -> list[Requeste
     for name, raw_constraints in entries:
         cap = registry.get(name)
         assert cap is not None
-        result.append(RequestedCapability(cap, constraint_rules.parse(raw_constraints, cap)))
+        requested = constraint_rules.parse(raw_constraints, cap)
+        try:
+            # Server-imposed constraints always apply; the agent can only narrow them (§2.13).
+            effective = constraint_rules.intersect(requested, dict(cap.constraints or {}) or None)
+        except constraint_rules.ContradictoryConstraints as exc:
+            raise invalid_request(f"Constraints for '{name}' admit no value: {exc}") from None
+        result.append(RequestedCapability(cap, effective))
     return result

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import hmac
+
 from django.http import HttpRequest, HttpResponse
 
-from .. import lifecycle, ratelimit, registration, serializers
+from .. import grants, lifecycle, ratelimit, registration, serializers
+from ..capabilities import registry
+from ..conf import app_settings
 from ..errors import ProtocolError, invalid_request
 from ..models import Agent, Host
-from ..tokens import bearer_token, verify_host_jwt
+from ..tokens import VerifiedAgent, bearer_token, verify_agent_jwt, verify_host_jwt
 from ..validation import check_fields
+from .auth import authenticate_agent
 from .base import ProtocolView, json_response, read_json_body
 
 
@@ -63,3 +68,67 @@ class RevokeView(ProtocolView):
         agent = agent_of_host(body.get("agent_id"), verified.host)
         lifecycle.revoke_agent(agent, actor_type="host", actor_id=verified.host.pk)
         return json_response({"agent_id": agent.pk, "status": "revoked"})
+
+
+class RequestCapabilityView(ProtocolView):
+    http_method_names = ["post", "options"]
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        verified = authenticate_agent(request, {app_settings.ISSUER})
+        return json_response(grants.request_capabilities(verified.agent, read_json_body(request)))
+
+
+class IntrospectView(ProtocolView):
+    """RFC 7662-style introspection (spec §5.12): any invalid token is ``{"active": false}``."""
+
+    http_method_names = ["post", "options"]
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        ratelimit.hit("introspect", ratelimit.client_ip(request))
+        secrets = app_settings.INTROSPECTION_TOKENS
+        if secrets:
+            presented = request.META.get("HTTP_AUTHORIZATION", "").removeprefix("Bearer ")
+            if not any(hmac.compare_digest(presented.encode(), s.encode()) for s in secrets):
+                raise ProtocolError(
+                    "authentication_required", "Introspection needs the resource server's secret"
+                )
+        body = read_json_body(request)
+        check_fields(body, ("token",))
+        token = body.get("token")
+        if not isinstance(token, str) or not token:
+            raise invalid_request("'token' is required and must be a string")
+        try:
+            # Read-only: introspection does not spend the token's jti (checklist Q3); any
+            # audience this server issues tokens for is acceptable (Q2).
+            verified = verify_agent_jwt(token, audiences=introspection_audiences(), consume=False)
+        except ProtocolError:
+            return json_response({"active": False})
+        return json_response(introspection_body(verified))
+
+
+def introspection_audiences() -> set[str]:
+    audiences = {app_settings.ISSUER, app_settings.DEFAULT_LOCATION}
+    audiences.update(c.location for c in registry if c.location)
+    return audiences
+
+
+def introspection_body(verified: VerifiedAgent) -> dict[str, object]:
+    agent = verified.agent
+    names = grants.effective_names(agent)
+    claim = verified.capabilities_claim
+    if claim is not None:
+        names &= set(claim)
+    body: dict[str, object] = {
+        "active": True,
+        "agent_id": agent.pk,
+        "host_id": agent.host_id,
+        "agent_capability_grants": [
+            {"capability": name, "status": "active"} for name in sorted(names)
+        ],
+        "mode": agent.mode,
+    }
+    if agent.user_id is not None:
+        body["user_id"] = str(agent.user_id)
+    if agent.expires_at is not None:
+        body["expires_at"] = serializers.iso(agent.expires_at)
+    return body

@@ -12,6 +12,7 @@ from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http.response import HttpResponseBase
 from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
@@ -79,7 +80,7 @@ def read_json_body(request: HttpRequest, *, allow_empty: bool = False) -> dict[s
 class ProtocolView(View):
     """JWT-authenticated JSON endpoint: CSRF does not apply (no cookies are used)."""
 
-    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         method = (request.method or "").lower()
         try:
             if method not in self.http_method_names or not hasattr(self, method):
@@ -89,7 +90,7 @@ class ProtocolView(View):
                     f"Use {allowed} on this endpoint",
                     headers={"Allow": allowed},
                 )
-            response: HttpResponse = getattr(self, method)(request, *args, **kwargs)
+            response: HttpResponseBase = getattr(self, method)(request, *args, **kwargs)
             return response
         except ProtocolError as exc:
             return error_response(exc)

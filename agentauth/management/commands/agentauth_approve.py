@@ -53,6 +53,12 @@ class Command(BaseCommand):
                 constraints = json.loads(options["constraints"])
             except ValueError as exc:
                 raise CommandError(f"--constraints is not JSON: {exc}") from None
+            if not isinstance(constraints, dict) or not all(
+                isinstance(v, dict) for v in constraints.values()
+            ):
+                raise CommandError(
+                    "--constraints must be a JSON object mapping capability names to objects"
+                )
         try:
             decision = approvals.decide(
                 agent,

@@ -32,7 +32,10 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        raw = options["jwk"] or Path(options["jwk_file"]).read_text()
+        try:
+            raw = options["jwk"] or Path(options["jwk_file"]).read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CommandError(f"Cannot read --jwk-file: {exc}") from None
         try:
             jwk = json.loads(raw)
         except ValueError as exc:

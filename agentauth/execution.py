@@ -1,0 +1,192 @@
+"""Running a capability (spec §2.15, §5.11) for the execute endpoint, project views and tasks.
+
+The order of checks is the checklist's E18: capability exists and is granted (and named in the
+JWT's ``capabilities`` claim, if any), the grant's operators are known, the arguments match the
+input schema, then the constraints hold. Only then does the handler run, inside a transaction
+with the grant re-read under lock, so a revocation cannot slip between check and effect (§8.17).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import jsonschema
+from django.core.exceptions import ObjectDoesNotExist, ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from . import audit, constraints, signals
+from .capabilities import Capability, registry
+from .errors import ProtocolError, invalid_request
+from .models import Agent, CapabilityGrant, GrantStatus, Host
+from .tokens import VerifiedAgent
+
+logger = logging.getLogger("agentauth")
+
+
+@dataclass
+class ExecutionContext:
+    """What a handler knows about the call: who, under which grant, for whom."""
+
+    agent: Agent
+    host: Host
+    capability: Capability
+    grant: CapabilityGrant
+    claims: dict[str, Any] = field(default_factory=dict)
+    request: Any = None
+
+    @property
+    def user(self) -> Any:
+        """The person the agent acts for (``None`` for autonomous agents)."""
+        return self.agent.user
+
+    @property
+    def jti(self) -> str | None:
+        return self.claims.get("jti")
+
+
+def lookup(name: Any, verified: VerifiedAgent) -> Capability:
+    """The capability named ``name`` if this agent may see it (checklist Q16, Q17)."""
+    if not isinstance(name, str) or not name or len(name) > 128:
+        raise invalid_request("'capability' is required and must be a string")
+    cap = registry.get(name)
+    held = CapabilityGrant.objects.filter(agent=verified.agent, capability=name).exists
+    if cap is None:
+        if held():
+            raise ProtocolError(
+                "capability_not_granted", f"The capability '{name}' has been removed"
+            )
+        raise ProtocolError("capability_not_found", f"Capability '{name}' does not exist")
+    if not cap.public and not held():
+        # A non-public capability is not disclosed to agents that were never granted it.
+        raise ProtocolError("capability_not_found", f"Capability '{name}' does not exist")
+    return cap
+
+
+def authorize(
+    verified: VerifiedAgent, cap: Capability, arguments: Any, *, lock: bool = False
+) -> CapabilityGrant:
+    """Grant, claim, schema and constraint checks (spec §4.5 steps 10-12, §5.11)."""
+    claim = verified.capabilities_claim
+    if claim is not None and cap.name not in claim:
+        raise ProtocolError(
+            "capability_not_granted", f"This JWT is not valid for capability '{cap.name}'"
+        )
+    now = timezone.now()
+    grants = CapabilityGrant.objects.filter(
+        agent=verified.agent, capability=cap.name, status=GrantStatus.ACTIVE
+    )
+    if lock:
+        grants = grants.select_for_update()
+    grant = grants.first()
+    if grant is None or not grant.is_effective(now):
+        raise ProtocolError(
+            "capability_not_granted", f"Agent has no active grant for capability '{cap.name}'"
+        )
+    if not isinstance(arguments, dict):
+        raise invalid_request("'arguments' must be an object")
+    constraints.check(grant.constraints, {})  # unknown operators first: 400, not 403 (E18)
+    validate_arguments(cap, arguments)
+    violations = constraints.check(grant.constraints, arguments)
+    if violations:
+        raise ProtocolError("constraint_violated", violations=violations)
+    return grant
+
+
+def validate_arguments(cap: Capability, arguments: dict[str, Any]) -> None:
+    """Arguments must match the input schema; stale or wrong shapes are 400 (spec §5.2.1)."""
+    if cap.input is None:
+        return
+    validator = jsonschema.Draft202012Validator(cap.input)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(arguments))
+    if error is not None:
+        path = "/".join(str(p) for p in error.absolute_path)
+        raise invalid_request(
+            f"Arguments do not match the input schema of '{cap.name}': {error.message}",
+            schema_path="/".join(str(p) for p in error.absolute_schema_path),
+            field=path or None,
+        )
+
+
+def handler_error(exc: Exception) -> ProtocolError:
+    """Turn what a handler raised into a spec error; nothing becomes an HTML 500 page."""
+    if isinstance(exc, ProtocolError):
+        return exc
+    if isinstance(exc, ObjectDoesNotExist | LookupError):
+        return ProtocolError("resource_not_found", str(exc) or "Not found", status=404)
+    if isinstance(exc, ValidationError | ValueError | TypeError):
+        return invalid_request(str(exc) or "Invalid arguments")
+    if isinstance(exc, PermissionError):
+        return ProtocolError("unauthorized", str(exc) or "Not allowed")
+    logger.exception("agentauth: capability handler failed")
+    return ProtocolError("internal_error", "The capability failed")
+
+
+def record(
+    verified: VerifiedAgent, capability: str, *, error: ProtocolError | None = None, **data: Any
+) -> None:
+    """Audit one call, allowed or refused (spec §11, checklist E19), and send its signal."""
+    agent = verified.agent
+    audit.record(
+        "capability.executed" if error is None else "capability.refused",
+        actor_type="agent",
+        actor_id=agent.pk,
+        agent=agent,
+        capability=capability,
+        outcome="ok" if error is None else "error",
+        error_code="" if error is None else error.code,
+        jti=verified.claims.get("jti"),
+        **data,
+    )
+    if error is None:
+        signals.capability_executed.send(
+            sender=Agent, agent=agent, capability=capability, jti=verified.claims.get("jti"), **data
+        )
+    else:
+        signals.capability_refused.send(
+            sender=Agent, agent=agent, capability=capability, error=error.code
+        )
+
+
+def run_sync(
+    verified: VerifiedAgent, cap: Capability, arguments: dict[str, Any], request: Any = None
+) -> Any:
+    """Check and run in one transaction, the grant row locked (spec §8.17, CN14)."""
+    handler = _handler(cap)
+    with transaction.atomic():
+        grant = authorize(verified, cap, arguments, lock=True)
+        ctx = ExecutionContext(verified.agent, verified.host, cap, grant, verified.claims, request)
+        try:
+            with transaction.atomic():
+                return handler(ctx, **arguments)
+        except Exception as exc:
+            raise handler_error(exc) from exc
+
+
+def stream(
+    verified: VerifiedAgent, cap: Capability, grant: CapabilityGrant, arguments: dict[str, Any]
+) -> Iterator[tuple[str, Any]]:
+    """Yield ``(event, data)`` pairs; always ends with ``done`` (or ``error`` then ``done``)."""
+    handler = _handler(cap)
+    ctx = ExecutionContext(verified.agent, verified.host, cap, grant, verified.claims)
+    try:
+        for chunk in handler(ctx, **arguments):
+            yield "data", chunk
+    except Exception as exc:
+        err = handler_error(exc)
+        yield "error", err.body()
+    yield "done", {}
+
+
+def _handler(cap: Capability) -> Callable[..., Any]:
+    handler = cap.resolve_handler()
+    if handler is None:
+        raise ProtocolError(
+            "invalid_request",
+            f"Capability '{cap.name}' is served at its own location",
+            location=cap.location,
+        )
+    return handler

@@ -1,0 +1,145 @@
+"""Grants: which are effective, and ``POST /agent/request-capability`` (spec §3.3, §5.4).
+
+Auto-approval follows the same narrow policy as registration (``registration.auto_statuses``):
+only ``approval_strength="none"`` capabilities within the host's defaults (linked host) or the
+autonomous policy. Everything else is a pending grant and an approval request.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from . import audit, serializers
+from .approvals import open_request
+from .conf import app_settings
+from .errors import ProtocolError
+from .models import Agent, AgentMode, CapabilityGrant, GrantStatus, Host
+from .validation import (
+    MESSAGE_MAX,
+    REASON_MAX,
+    RequestedCapability,
+    check_fields,
+    display_text,
+    optional_choice,
+    requested_capabilities,
+)
+
+REQUEST_FIELDS = ("capabilities", "reason", "preferred_method", "login_hint", "binding_message")
+
+
+def effective_grant(agent: Agent, capability: str) -> CapabilityGrant | None:
+    """The active, unexpired grant for ``capability`` (spec §3.3, GR7), if any."""
+    now = timezone.now()
+    return (
+        CapabilityGrant.objects.filter(
+            agent=agent, capability=capability, status=GrantStatus.ACTIVE
+        )
+        .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+        .first()
+    )
+
+
+def effective_names(agent: Agent) -> set[str]:
+    now = timezone.now()
+    return set(
+        CapabilityGrant.objects.filter(agent=agent, status=GrantStatus.ACTIVE)
+        .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+        .values_list("capability", flat=True)
+    )
+
+
+def auto_approvable(host: Host, mode: str, rc: RequestedCapability) -> bool:
+    """May this capability be granted without a person? (spec §8.10: calibrate to risk)."""
+    if rc.capability.approval_strength != "none":
+        return False
+    if mode == AgentMode.DELEGATED:
+        return host.user_id is not None and rc.name in (host.default_capabilities or [])
+    policy = app_settings.AUTONOMOUS_AUTO_APPROVE
+    return host.user_id is None and policy is not None and rc.name in policy
+
+
+def request_capabilities(agent: Agent, body: dict[str, Any]) -> dict[str, Any]:
+    """Ask for more capabilities (spec §5.4) with the checklist's Q29 rules.
+
+    - already active with the same effective constraints: nothing to do (409 if that is all);
+    - already pending: the pending grant is returned again, with a fresh approval;
+    - denied before, or active with other constraints: a new pending request (approval of it
+      replaces the active grant).
+    """
+    check_fields(body, REQUEST_FIELDS)
+    wanted = requested_capabilities(body.get("capabilities"), required=True)
+    reason = display_text(body.get("reason"), "reason", max_length=REASON_MAX)
+    optional_choice(body, "preferred_method")
+    login_hint = display_text(body.get("login_hint"), "login_hint", max_length=MESSAGE_MAX)
+    binding = display_text(body.get("binding_message"), "binding_message", max_length=MESSAGE_MAX)
+    now = timezone.now()
+    with transaction.atomic():
+        host = Host.objects.select_for_update().get(pk=agent.host_id)
+        agent = Agent.objects.select_for_update().get(pk=agent.pk)
+        existing = {
+            (g.capability, g.status): g
+            for g in agent.grants.filter(
+                capability__in=[rc.name for rc in wanted],
+                status__in=[GrantStatus.ACTIVE, GrantStatus.PENDING],
+            )
+        }
+        result: list[CapabilityGrant] = []
+        created: list[CapabilityGrant] = []
+        for rc in wanted:
+            active = existing.get((rc.name, GrantStatus.ACTIVE))
+            pending = existing.get((rc.name, GrantStatus.PENDING))
+            same = active is not None and active.constraints == rc.constraints
+            if same and active is not None and active.is_effective(now):
+                continue
+            if pending is not None:
+                pending.constraints, pending.reason = rc.constraints, reason or pending.reason
+                pending.save(update_fields=["constraints", "reason", "updated_at"])
+                result.append(pending)
+                continue
+            auto = auto_approvable(host, agent.mode, rc) and active is None
+            grant = CapabilityGrant(
+                agent=agent,
+                capability=rc.name,
+                status=GrantStatus.ACTIVE if auto else GrantStatus.PENDING,
+                constraints=rc.constraints,
+                granted_by_id=host.user_id if auto else None,
+                reason=reason,
+            )
+            created.append(grant)
+            result.append(grant)
+        if not result:
+            raise ProtocolError("already_granted")
+        try:
+            with transaction.atomic():
+                CapabilityGrant.objects.bulk_create(created)
+        except IntegrityError:
+            raise ProtocolError(
+                "invalid_request", "A concurrent request changed these grants; retry"
+            ) from None
+        pending_grants = [g for g in result if g.status == GrantStatus.PENDING]
+        approval = (
+            open_request(
+                agent, pending_grants, reason=reason, binding_message=binding, login_hint=login_hint
+            )
+            if pending_grants
+            else None
+        )
+        audit.record(
+            "capability.requested",
+            actor_type="agent",
+            actor_id=agent.pk,
+            agent=agent,
+            requested=[rc.name for rc in wanted],
+            auto_approved=[g.capability for g in result if g.status == GrantStatus.ACTIVE],
+        )
+    data: dict[str, Any] = {
+        "agent_id": agent.pk,
+        "agent_capability_grants": serializers.grants(result, include_granted_by=False),
+    }
+    if approval is not None:
+        data["approval"] = approval.to_wire()
+    return data

@@ -1,0 +1,16 @@
+"""Celery tasks. Thin: each takes ids and calls a domain function, and is safe to run twice.
+
+The library defines no Celery app; the project's app discovers these (``autodiscover_tasks``).
+Names are explicit so a beat schedule or a worker never depends on module paths.
+"""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from . import jobs
+
+
+@shared_task(name="agentauth.run_capability", ignore_result=True)
+def run_capability(job_id: str) -> None:
+    jobs.run(job_id)

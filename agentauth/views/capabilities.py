@@ -1,0 +1,219 @@
+"""Capability endpoints: list, describe, execute, and the async ``status_url`` (spec §5.2,
+§5.2.1, §5.11)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
+from django.utils import timezone
+
+from .. import execution, jobs
+from ..capabilities import Capability, registry
+from ..conf import app_settings
+from ..errors import ProtocolError, invalid_request
+from ..keys import b64url_decode, b64url_encode
+from ..models import AgentStatus, CapabilityGrant, Execution, GrantStatus, HostStatus
+from ..tokens import VerifiedAgent, VerifiedHost
+from ..validation import check_fields
+from .auth import authenticate_agent, execute_audiences, optional_identity
+from .base import ProtocolView, json_response, read_json_body
+
+MAX_LIMIT = 100
+DEFAULT_LIMIT = 50
+
+
+def _visible(
+    identity: VerifiedAgent | VerifiedHost | None,
+) -> tuple[list[Capability], set[str] | None]:
+    """Capabilities this caller may see, and (agent JWT only) the names it holds grants for.
+
+    Non-public capabilities are shown only to an agent that holds or held a grant for them, or
+    to a host whose defaults include them (checklist Q17, Q44).
+    """
+    if isinstance(identity, VerifiedAgent):
+        rows = CapabilityGrant.objects.filter(agent=identity.agent).values_list(
+            "capability", "status", "expires_at"
+        )
+        held = {name for name, _, _ in rows}
+        now = timezone.now()
+        granted = {
+            name
+            for name, status, expires in rows
+            if status == GrantStatus.ACTIVE and (expires is None or expires > now)
+        }
+        return [c for c in registry if c.public or c.name in held], granted
+    if isinstance(identity, VerifiedHost) and identity.host is not None:
+        defaults = set(identity.host.default_capabilities or [])
+        return [c for c in registry if c.public or c.name in defaults], None
+    return [c for c in registry if c.public], None
+
+
+def _matches(cap: Capability, query: str) -> bool:
+    """Every word of the query appears in the name or the description (case-insensitive)."""
+    haystack = f"{cap.name.replace('.', ' ').replace('_', ' ')} {cap.name} {cap.description}"
+    return all(word in haystack.lower() for word in query.lower().split())
+
+
+def _cache_headers(response: HttpResponse, authenticated: bool) -> HttpResponse:
+    # spec §10.6: list/describe are cacheable for 5 minutes, per identity when authenticated.
+    response.headers["Cache-Control"] = f"{'private' if authenticated else 'public'}, max-age=300"
+    response.headers["Vary"] = "Authorization"
+    return response
+
+
+class ListView(ProtocolView):
+    http_method_names = ["get", "options"]
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        check_fields(request.GET, ("query", "cursor", "limit"))
+        identity = optional_identity(request)
+        caps, granted = _visible(identity)
+        query = request.GET.get("query", "")
+        if len(query) > 256:
+            raise invalid_request("'query' is too long")
+        if query:
+            caps = [c for c in caps if _matches(c, query)]
+        limit = _limit(request.GET.get("limit"))
+        cursor = request.GET.get("cursor")
+        if cursor is not None:
+            after = _decode_cursor(cursor)
+            caps = [c for c in caps if c.name > after]
+        page, more = caps[:limit], len(caps) > limit
+        items = []
+        for cap in page:
+            item: dict[str, Any] = {"name": cap.name, "description": cap.description}
+            if granted is not None:
+                item["grant_status"] = "granted" if cap.name in granted else "not_granted"
+            items.append(item)
+        body = {
+            "capabilities": items,
+            "has_more": more,
+            "next_cursor": b64url_encode(page[-1].name.encode()) if more and page else None,
+        }
+        return _cache_headers(json_response(body), identity is not None)
+
+
+def _limit(raw: str | None) -> int:
+    if raw is None:
+        return DEFAULT_LIMIT
+    if not raw.isdigit() or int(raw) < 1:
+        raise invalid_request("'limit' must be a positive integer")
+    return min(int(raw), MAX_LIMIT)  # clamped to the cap (checklist Q63)
+
+
+def _decode_cursor(cursor: str) -> str:
+    try:
+        return b64url_decode(cursor).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        raise invalid_request("'cursor' is not a cursor this server issued") from None
+
+
+class DescribeView(ProtocolView):
+    http_method_names = ["get", "options"]
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        check_fields(request.GET, ("name",))
+        name = request.GET.get("name")
+        if not name:
+            raise invalid_request("'name' is required")
+        identity = optional_identity(request)
+        caps, granted = _visible(identity)
+        cap = next((c for c in caps if c.name == name), None)
+        if cap is None:
+            raise ProtocolError("capability_not_found", f"Capability '{name}' does not exist")
+        body = cap.to_wire(full=True)
+        if granted is not None:
+            body["grant_status"] = "granted" if cap.name in granted else "not_granted"
+        return _cache_headers(json_response(body), identity is not None)
+
+
+class ExecuteView(ProtocolView):
+    http_method_names = ["post", "options"]
+
+    def post(self, request: HttpRequest) -> HttpResponseBase:
+        verified = authenticate_agent(request, execute_audiences())
+        name: Any = None
+        try:
+            body = read_json_body(request)
+            check_fields(body, ("capability", "arguments"))
+            name = body.get("capability")
+            arguments = body.get("arguments")
+            arguments = {} if arguments is None else arguments
+            cap = execution.lookup(name, verified)
+            if cap.location and cap.location != app_settings.DEFAULT_LOCATION:
+                raise invalid_request(
+                    f"Capability '{cap.name}' is executed at its own location",
+                    location=cap.location,
+                )
+            return self.run(request, verified, cap, arguments)
+        except ProtocolError as exc:
+            execution.record(verified, name if isinstance(name, str) else "", error=exc)
+            raise
+
+    def run(
+        self, request: HttpRequest, verified: VerifiedAgent, cap: Capability, arguments: Any
+    ) -> HttpResponseBase:
+        if cap.mode == "async":
+            job = jobs.start(verified, cap, arguments)
+            execution.record(verified, cap.name, mode="async", job_id=job.pk)
+            return json_response(jobs.body(job), status=202, headers={"Retry-After": "1"})
+        if cap.mode == "stream":
+            grant = execution.authorize(verified, cap, arguments)
+            execution.record(verified, cap.name, mode="stream")
+            events = execution.stream(verified, cap, grant, arguments)
+            response = StreamingHttpResponse(
+                _sse(events, verified), content_type="text/event-stream"
+            )
+            response.headers["Cache-Control"] = "no-store"
+            response.headers["X-Accel-Buffering"] = "no"
+            return response
+        data = execution.run_sync(verified, cap, arguments, request)
+        execution.record(verified, cap.name, mode="sync")
+        try:
+            return json_response({"data": data})
+        except TypeError:
+            raise ProtocolError("internal_error", "The capability returned non-JSON data") from None
+
+
+def _sse(events: Iterator[tuple[str, Any]], verified: VerifiedAgent) -> Iterator[bytes]:
+    """Server-Sent Events (spec §5.11): ``data``/``error``/``done``. Streams outliving the JWT
+    re-check revocation every ``STREAM_RECHECK_SECONDS`` and stop at ``STREAM_MAX_SECONDS``."""
+    started = last_check = time.monotonic()
+    for event, data in events:
+        now = time.monotonic()
+        if now - started > app_settings.STREAM_MAX_SECONDS:
+            yield _event("error", {"error": "stream_timeout", "message": "Stream time limit"})
+            break
+        if now - last_check > app_settings.STREAM_RECHECK_SECONDS:
+            last_check = now
+            agent = type(verified.agent).objects.select_related("host").get(pk=verified.agent.pk)
+            if agent.status != AgentStatus.ACTIVE or agent.host.status != HostStatus.ACTIVE:
+                yield _event("error", {"error": "agent_revoked", "message": "Agent revoked"})
+                break
+        yield _event(event, data)
+        if event == "done":
+            return
+    yield _event("done", {})
+
+
+def _event(event: str, data: Any) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+class ExecutionStatusView(ProtocolView):
+    """``status_url`` polling: agent JWT, and only the agent that started the job (spec §5.11)."""
+
+    http_method_names = ["get", "options"]
+
+    def get(self, request: HttpRequest, job_id: str) -> HttpResponse:
+        verified = authenticate_agent(request, {app_settings.ISSUER, app_settings.DEFAULT_LOCATION})
+        job = Execution.objects.filter(pk=job_id, agent=verified.agent).first()
+        if job is None:
+            # Another agent's job is indistinguishable from no job (checklist E13).
+            raise ProtocolError("not_found", "No such execution")
+        return json_response(jobs.body(job))

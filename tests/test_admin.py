@@ -1,0 +1,378 @@
+"""The Django admin: staff approve, deny and revoke through the same domain functions as the API
+(checklist UX4; spec §2.6 admin revocation, §2.2.2 administrator approval).
+
+Actions are driven the way a browser drives them: a POST of the changelist form with ``action``
+and ``_selected_action``. What they change is checked in the database and the audit trail.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import Permission
+from django.test import Client
+from django.urls import reverse
+
+from agentauth.models import (
+    Agent,
+    AgentStatus,
+    ApprovalRequest,
+    ApprovalStatus,
+    AuditEvent,
+    CapabilityGrant,
+    Host,
+    HostStatus,
+)
+from agentauth.testing import Keypair, make_agent, make_host
+from tests.conftest import Api
+
+pytestmark = pytest.mark.django_db
+
+MODELS = ["agent", "host", "capabilitygrant", "approvalrequest", "auditevent"]
+
+
+def changelist(model: str) -> str:
+    return reverse(f"admin:agentauth_{model}_changelist")
+
+
+def pending_agent(api: Api, capabilities: list[str] | None = None) -> Agent:
+    """An autonomous agent from a new (pending) host, waiting for an administrator (Q5)."""
+    reply = api.register(
+        Keypair.generate(),
+        body={
+            "name": "Admin test agent",
+            "mode": "autonomous",
+            "capabilities": capabilities or ["check_balance"],
+        },
+    )
+    assert reply.status == 200 and reply.body["status"] == "pending", reply.body
+    return Agent.objects.select_related("host").get(pk=reply.body["agent_id"])
+
+
+def run_action(client: Client, model: str, action: str, pks: list[Any], **extra: Any) -> Any:
+    data = {"action": action, "_selected_action": [str(pk) for pk in pks], **extra}
+    return client.post(changelist(model), data)
+
+
+def messages_of(response: Any) -> list[str]:
+    return [str(m) for m in response.context["messages"]]
+
+
+def statuses(agent_id: str) -> dict[str, str]:
+    return dict(
+        CapabilityGrant.objects.filter(agent_id=agent_id).values_list("capability", "status")
+    )
+
+
+# --- pages ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_changelists_render(admin_client: Client, api: Api, model: str) -> None:
+    pending_agent(api, ["check_balance", "transfer"])
+    host, _ = make_host()
+    make_agent(host, grants=["check_balance"])
+    response = admin_client.get(changelist(model))
+    assert response.status_code == 200
+    assert response.context["cl"].result_count >= 1
+
+
+def test_change_pages_render(admin_client: Client, api: Api) -> None:
+    agent = pending_agent(api, ["check_balance", "transfer"])
+    for model, pk in [
+        ("agent", agent.pk),
+        ("host", agent.host_id),
+        ("approvalrequest", ApprovalRequest.objects.get(agent=agent).pk),
+        ("capabilitygrant", CapabilityGrant.objects.get(agent=agent, capability="transfer").pk),
+        ("auditevent", AuditEvent.objects.get(kind="agent.registered", agent_id=agent.pk).pk),
+    ]:
+        response = admin_client.get(reverse(f"admin:agentauth_{model}_change", args=[pk]))
+        assert response.status_code == 200, model
+    # The agent page lists its grants inline.
+    page = admin_client.get(reverse("admin:agentauth_agent_change", args=[agent.pk]))
+    assert b"transfer" in page.content and b"check_balance" in page.content
+    # The user code hash never appears on the approval request page.
+    request = ApprovalRequest.objects.get(agent=agent)
+    page = admin_client.get(reverse("admin:agentauth_approvalrequest_change", args=[request.pk]))
+    assert str(request.user_code_hash).encode() not in page.content
+
+
+def test_search_and_filters(admin_client: Client, api: Api) -> None:
+    agent = pending_agent(api)
+    response = admin_client.get(changelist("agent"), {"q": agent.pk, "status": "pending"})
+    assert response.status_code == 200
+    assert [a.pk for a in response.context["cl"].result_list] == [agent.pk]
+    response = admin_client.get(changelist("agent"), {"status": "active"})
+    assert response.context["cl"].result_count == 0
+
+
+# --- Agent actions ----------------------------------------------------------------------------
+
+
+def test_approve_all(admin_client: Client, admin_user: Any, api: Api) -> None:
+    # spec: AP15, L3, R20 — staff approval goes through approvals.decide.
+    agent = pending_agent(api, ["check_balance", "transfer"])
+    response = run_action(admin_client, "agent", "approve_all", [agent.pk])
+    assert response.status_code == 302
+    agent.refresh_from_db()
+    assert agent.status == AgentStatus.ACTIVE
+    assert statuses(agent.pk) == {"check_balance": "active", "transfer": "active"}
+    assert set(
+        CapabilityGrant.objects.filter(agent=agent).values_list("granted_by", flat=True)
+    ) == {admin_user.pk}
+    assert ApprovalRequest.objects.get(agent=agent).status == ApprovalStatus.APPROVED
+    event = AuditEvent.objects.get(kind="approval.decided", agent_id=agent.pk)
+    assert event.actor_type == "staff" and event.actor_id == str(admin_user.pk)
+    assert event.data["approved"] == ["check_balance", "transfer"]
+    assert Host.objects.get(pk=agent.host_id).status == HostStatus.ACTIVE
+
+
+def test_approve_all_reports_agents_with_nothing_to_approve(admin_client: Client, api: Api) -> None:
+    pending = pending_agent(api)
+    host, _ = make_host()
+    revoked, _ = make_agent(host, status=AgentStatus.REVOKED)
+    response = admin_client.post(
+        changelist("agent"),
+        {"action": "approve_all", "_selected_action": [pending.pk, revoked.pk]},
+        follow=True,
+    )
+    notes = messages_of(response)
+    assert any(revoked.pk in n and "nothing to approve" in n for n in notes), notes
+    assert "Decided 1 agent(s)." in notes
+    assert Agent.objects.get(pk=pending.pk).status == AgentStatus.ACTIVE
+    assert Agent.objects.get(pk=revoked.pk).status == AgentStatus.REVOKED
+
+
+def test_deny(admin_client: Client, admin_user: Any, api: Api) -> None:
+    # spec: AP10; checklist Q8 — denying a new host's first connection rejects the host.
+    agent = pending_agent(api, ["check_balance", "transfer"])
+    response = run_action(admin_client, "agent", "deny", [agent.pk])
+    assert response.status_code == 302
+    agent.refresh_from_db()
+    assert agent.status == AgentStatus.REJECTED
+    assert statuses(agent.pk) == {"check_balance": "denied", "transfer": "denied"}
+    grant = CapabilityGrant.objects.get(agent=agent, capability="transfer")
+    assert grant.denied_by_id == admin_user.pk and grant.reason == "Denied by an administrator"
+    assert Host.objects.get(pk=agent.host_id).status == HostStatus.REJECTED
+    assert ApprovalRequest.objects.get(agent=agent).status == ApprovalStatus.DENIED
+    event = AuditEvent.objects.get(kind="approval.decided", agent_id=agent.pk)
+    assert event.actor_type == "staff" and event.data["rejected"] is True
+
+
+def test_revoke(admin_client: Client, admin_user: Any, user: Any) -> None:
+    # spec: L10, RV5 — an admin may revoke any agent.
+    host, _ = make_host(user=user)
+    agent, _ = make_agent(host, grants=["check_balance"])
+    other, _ = make_agent(host, grants=["check_balance"])
+    response = run_action(admin_client, "agent", "revoke", [agent.pk])
+    assert response.status_code == 302
+    agent.refresh_from_db()
+    assert agent.status == AgentStatus.REVOKED and agent.revoked_at is not None
+    assert Agent.objects.get(pk=other.pk).status == AgentStatus.ACTIVE
+    event = AuditEvent.objects.get(kind="agent.revoked", agent_id=agent.pk)
+    assert event.actor_type == "staff" and event.actor_id == str(admin_user.pk)
+    # Revoking again changes nothing and says so.
+    response = admin_client.post(
+        changelist("agent"), {"action": "revoke", "_selected_action": [agent.pk]}, follow=True
+    )
+    assert "Revoked 0 agent(s)." in messages_of(response)
+    assert AuditEvent.objects.filter(kind="agent.revoked", agent_id=agent.pk).count() == 1
+
+
+def test_approve_some_renders_a_form_then_approves_only_the_ticked(
+    admin_client: Client, admin_user: Any, api: Api
+) -> None:
+    # spec: AP15; checklist Q8 (per-capability deny)
+    agent = pending_agent(api, ["check_balance", "transfer", "read_only_note"])
+    form = run_action(admin_client, "agent", "approve_some", [agent.pk])
+    assert form.status_code == 200
+    html = form.content.decode()
+    for name in ("check_balance", "transfer", "read_only_note"):
+        assert f'value="{name}"' in html
+    assert 'name="apply"' in html and f'value="{agent.pk}"' in html
+    # Showing the form decides nothing.
+    assert Agent.objects.get(pk=agent.pk).status == AgentStatus.PENDING
+
+    response = run_action(
+        admin_client,
+        "agent",
+        "approve_some",
+        [agent.pk],
+        apply="1",
+        capabilities=["check_balance", "read_only_note"],
+    )
+    assert response.status_code == 302
+    agent.refresh_from_db()
+    assert agent.status == AgentStatus.ACTIVE
+    assert statuses(agent.pk) == {
+        "check_balance": "active",
+        "transfer": "denied",
+        "read_only_note": "active",
+    }
+    event = AuditEvent.objects.get(kind="approval.decided", agent_id=agent.pk)
+    assert event.data["denied"] == ["transfer"] and event.actor_type == "staff"
+
+
+def test_approve_some_refuses_a_capability_that_is_not_pending(
+    admin_client: Client, api: Api
+) -> None:
+    agent = pending_agent(api, ["check_balance"])
+    response = run_action(
+        admin_client, "agent", "approve_some", [agent.pk], apply="1", capabilities=["transfer"]
+    )
+    # The form is shown again with the error; nothing is decided.
+    assert response.status_code == 200
+    assert response.context["form"].errors
+    assert Agent.objects.get(pk=agent.pk).status == AgentStatus.PENDING
+
+
+def test_approve_some_needs_exactly_one_agent(admin_client: Client, api: Api) -> None:
+    first, second = pending_agent(api), pending_agent(api)
+    response = admin_client.post(
+        changelist("agent"),
+        {"action": "approve_some", "_selected_action": [first.pk, second.pk]},
+        follow=True,
+    )
+    assert "Choose exactly one agent." in messages_of(response)
+    assert set(Agent.objects.values_list("status", flat=True)) == {AgentStatus.PENDING}
+
+
+def test_actions_need_the_change_permission(staff_user: Any, api: Api) -> None:
+    # A staff member who may only view agents cannot decide anything.
+    staff_user.user_permissions.add(Permission.objects.get(codename="view_agent"))
+    agent = pending_agent(api)
+    client = Client()
+    client.force_login(staff_user)
+    assert client.get(changelist("agent")).status_code == 200
+    for action in ("approve_all", "deny", "revoke"):
+        run_action(client, "agent", action, [agent.pk])
+    assert Agent.objects.get(pk=agent.pk).status == AgentStatus.PENDING
+    assert not AuditEvent.objects.filter(kind="approval.decided").exists()
+
+
+# --- Host -------------------------------------------------------------------------------------
+
+
+def test_host_revoke_cascades(admin_client: Client, admin_user: Any, api: Api, user: Any) -> None:
+    # spec: HR2, L11, RV5 — an admin revokes a host; every agent under it goes too.
+    host, key = make_host(user=user)
+    active, _ = make_agent(host, grants=["check_balance"])
+    reply = api.register(key, body={"name": "Half approved", "capabilities": ["transfer"]})
+    waiting = reply.body["agent_id"]
+    other_host, _ = make_host()
+    bystander, _ = make_agent(other_host)
+    response = admin_client.post(
+        changelist("host"), {"action": "revoke", "_selected_action": [host.pk]}, follow=True
+    )
+    assert "Revoked 1 host(s) and 2 agent(s)." in messages_of(response)
+    host.refresh_from_db()
+    assert host.status == HostStatus.REVOKED and host.revoked_at is not None
+    for pk in (active.pk, waiting):
+        agent = Agent.objects.get(pk=pk)
+        assert agent.status == AgentStatus.REVOKED
+        assert agent.revocation_reason == "host_revoked"
+    assert Agent.objects.get(pk=bystander.pk).status == AgentStatus.ACTIVE
+    assert Host.objects.get(pk=other_host.pk).status == HostStatus.ACTIVE
+    assert not ApprovalRequest.objects.filter(agent_id=waiting, status="pending").exists()
+    event = AuditEvent.objects.get(kind="host.revoked", host_id=host.pk)
+    assert event.actor_type == "staff" and event.actor_id == str(admin_user.pk)
+    assert event.data["agents_revoked"] == 2
+
+
+def test_host_add_page_is_forbidden(admin_client: Client) -> None:
+    # Hosts come from agentauth_create_host (key validation, thumbprint) or registration.
+    assert admin_client.get(reverse("admin:agentauth_host_add")).status_code == 403
+    assert admin_client.get(reverse("admin:agentauth_agent_add")).status_code == 403
+
+
+def test_host_user_is_read_only(admin_client: Client, user: Any, staff_user: Any) -> None:
+    # spec: H4 — linking goes through lifecycle.link_host, never a form field.
+    host, _ = make_host(user=user, name="Laptop")
+    url = reverse("admin:agentauth_host_change", args=[host.pk])
+    response = admin_client.post(
+        url,
+        {"name": "Renamed", "default_capabilities": '["check_balance"]', "user": staff_user.pk},
+    )
+    assert response.status_code == 302
+    host.refresh_from_db()
+    assert host.name == "Renamed" and host.default_capabilities == ["check_balance"]
+    assert host.user_id == user.pk
+
+
+# --- AuditEvent is append-only ----------------------------------------------------------------
+
+
+def test_audit_events_cannot_be_added_changed_or_deleted(admin_client: Client, api: Api) -> None:
+    # spec: O2 — an audit trail staff can edit is not an audit trail.
+    agent = pending_agent(api)
+    event = AuditEvent.objects.get(kind="agent.registered", agent_id=agent.pk)
+    before = AuditEvent.objects.values().get(pk=event.pk)
+
+    assert admin_client.get(reverse("admin:agentauth_auditevent_add")).status_code == 403
+    change_url = reverse("admin:agentauth_auditevent_change", args=[event.pk])
+    # Viewable, but read-only: no save button, and a POST is refused.
+    page = admin_client.get(change_url)
+    assert page.status_code == 200 and b'name="_save"' not in page.content
+    response = admin_client.post(
+        change_url, {"kind": "tampered", "actor_type": "staff", "outcome": "ok", "data": "{}"}
+    )
+    assert response.status_code == 403
+    delete_url = reverse("admin:agentauth_auditevent_delete", args=[event.pk])
+    assert admin_client.get(delete_url).status_code == 403
+    assert admin_client.post(delete_url, {"post": "yes"}).status_code == 403
+    # The bulk delete action is not offered either.
+    run_action(admin_client, "auditevent", "delete_selected", [event.pk], post="yes")
+    assert AuditEvent.objects.values().get(pk=event.pk) == before
+
+
+# --- access -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/admin/", "/admin/agentauth/agent/"])
+def test_non_staff_users_are_sent_to_the_login_page(client: Client, user: Any, path: str) -> None:
+    client.force_login(user)
+    response = client.get(path)
+    assert response.status_code == 302
+    assert response["Location"].startswith("/admin/login/")
+
+
+def test_anonymous_users_cannot_run_actions(client: Client, api: Api) -> None:
+    agent = pending_agent(api)
+    response = run_action(client, "agent", "approve_all", [agent.pk])
+    assert response.status_code == 302 and response["Location"].startswith("/admin/login/")
+    assert Agent.objects.get(pk=agent.pk).status == AgentStatus.PENDING
+
+
+def test_staff_cannot_approve_a_delegated_agent_of_an_unlinked_host(
+    admin_client: Client, api: Api
+) -> None:
+    # spec: §2.9 — approving would link the host to the staff member, not to the user the agent
+    # acts for; the admin refuses and says who must approve.
+    reply = api.register(
+        Keypair.generate(), body={"name": "Delegated", "capabilities": ["check_balance"]}
+    )
+    agent = Agent.objects.get(pk=reply.body["agent_id"])
+    response = admin_client.post(
+        changelist("agent"),
+        {"action": "approve_all", "_selected_action": [agent.pk]},
+        follow=True,
+    )
+    assert any("not linked to a user" in m for m in messages_of(response))
+    agent.refresh_from_db()
+    assert agent.status == AgentStatus.PENDING
+    assert Host.objects.get(pk=agent.host_id).user_id is None
+
+
+def test_host_admin_validates_default_capabilities(admin_client: Client) -> None:
+    host, _ = make_host()
+    url = reverse("admin:agentauth_host_change", args=[host.pk])
+    for bad in ('["no_such_cap"]', '"check_balance"', "[5]"):
+        response = admin_client.post(url, {"name": "h", "default_capabilities": bad})
+        assert response.status_code == 200  # the form re-renders with an error
+        host.refresh_from_db()
+        assert host.default_capabilities == []
+    response = admin_client.post(url, {"name": "h", "default_capabilities": '["check_balance"]'})
+    assert response.status_code == 302
+    host.refresh_from_db()
+    assert host.default_capabilities == ["check_balance"]

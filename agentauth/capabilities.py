@@ -46,6 +46,21 @@ class Capability:
             return handler
         return self.handler
 
+    @property
+    def url(self) -> str | None:
+        """The absolute execution URL (spec §2.12 ``location``), or ``None`` for the default.
+
+        ``location`` may be an absolute URL or a URL name (``"support:escalate"``), resolved
+        against the issuer's origin when asked, so declarations need no host names.
+        """
+        if not self.location:
+            return None
+        if "://" in self.location:
+            return self.location
+        from django.urls import reverse
+
+        return app_settings.ORIGIN + reverse(self.location)
+
     def input_properties(self) -> set[str]:
         """Top-level argument names: the only keys a constraint may name (spec §2.13, CN1)."""
         props = (self.input or {}).get("properties") or {}
@@ -56,7 +71,7 @@ class Capability:
         data: dict[str, Any] = {"name": self.name, "description": self.description}
         if full:
             if self.location:
-                data["location"] = self.location
+                data["location"] = self.url
             if self.input is not None:
                 data["input"] = dict(self.input)
             if self.output is not None:

@@ -67,7 +67,12 @@ def lookup(name: Any, verified: VerifiedAgent) -> Capability:
 
 
 def authorize(
-    verified: VerifiedAgent, cap: Capability, arguments: Any, *, lock: bool = False
+    verified: VerifiedAgent,
+    cap: Capability,
+    arguments: Any,
+    *,
+    lock: bool = False,
+    schema: bool = True,
 ) -> CapabilityGrant:
     """Grant, claim, schema and constraint checks (spec §4.5 steps 10-12, §5.11)."""
     claim = verified.capabilities_claim
@@ -89,7 +94,8 @@ def authorize(
     if not isinstance(arguments, dict):
         raise invalid_request("'arguments' must be an object")
     constraints.check(grant.constraints, {})  # unknown operators first: 400, not 403 (E18)
-    validate_arguments(cap, arguments)
+    if schema:
+        validate_arguments(cap, arguments)
     violations = constraints.check(grant.constraints, arguments)
     if violations:
         raise ProtocolError("constraint_violated", violations=violations)
@@ -187,6 +193,6 @@ def _handler(cap: Capability) -> Callable[..., Any]:
         raise ProtocolError(
             "invalid_request",
             f"Capability '{cap.name}' is served at its own location",
-            location=cap.location,
+            location=cap.url,
         )
     return handler

@@ -30,7 +30,7 @@ def grant(g: CapabilityGrant, *, include_granted_by: bool = True) -> dict[str, A
             if cap.output is not None:
                 data["output"] = dict(cap.output)
             if cap.location:
-                data["location"] = cap.location
+                data["location"] = cap.url
         if g.constraints:
             data["constraints"] = g.constraints
         if include_granted_by and g.granted_by_id is not None:

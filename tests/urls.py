@@ -7,4 +7,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/auth/", include("agentauth.urls")),
     path("", include(well_known_urlpatterns)),
+    path("support/", include("example_project.support.urls")),
 ]

@@ -108,7 +108,7 @@ class IntrospectView(ProtocolView):
 
 def introspection_audiences() -> set[str]:
     audiences = {app_settings.ISSUER, app_settings.DEFAULT_LOCATION}
-    audiences.update(c.location for c in registry if c.location)
+    audiences.update(c.url for c in registry if c.url)
     return audiences
 
 

@@ -145,10 +145,10 @@ class ExecuteView(ProtocolView):
             arguments = body.get("arguments")
             arguments = {} if arguments is None else arguments
             cap = execution.lookup(name, verified)
-            if cap.location and cap.location != app_settings.DEFAULT_LOCATION:
+            if cap.url and cap.url != app_settings.DEFAULT_LOCATION:
                 raise invalid_request(
                     f"Capability '{cap.name}' is executed at its own location",
-                    location=cap.location,
+                    location=cap.url,
                 )
             return self.run(request, verified, cap, arguments)
         except ProtocolError as exc:

@@ -12,7 +12,7 @@ from typing import Any
 
 from django.db import transaction
 
-from agentauth.capabilities import capability
+from agentauth.capabilities import Capability, capability, register
 
 from .models import Ticket
 
@@ -21,7 +21,7 @@ PRIORITIES = [choice.value for choice in Ticket.Priority]
 TICKET_ID_SCHEMA = {"type": "string", "description": 'The ticket\'s id, e.g. "1"'}
 
 
-def _get_ticket(ticket_id: str, *, for_update: bool = False) -> Ticket:
+def get_ticket(ticket_id: str, *, for_update: bool = False) -> Ticket:
     # ASCII digits only ("²".isdigit() is true) and short enough for a 64-bit primary key.
     if not (ticket_id.isascii() and ticket_id.isdigit() and len(ticket_id) <= 18):
         raise LookupError(f"Ticket {ticket_id!r} not found")
@@ -44,7 +44,7 @@ def _get_ticket(ticket_id: str, *, for_update: bool = False) -> Ticket:
     },
 )
 def read_ticket(ctx: Any, *, ticket_id: str) -> dict[str, Any]:
-    return _get_ticket(ticket_id).to_dict()
+    return get_ticket(ticket_id).to_dict()
 
 
 @capability(
@@ -67,10 +67,28 @@ def read_ticket(ctx: Any, *, ticket_id: str) -> dict[str, Any]:
 )
 def close_ticket(ctx: Any, *, ticket_id: str, priority: str | None = None) -> dict[str, Any]:
     with transaction.atomic():
-        ticket = _get_ticket(ticket_id, for_update=True)
+        ticket = get_ticket(ticket_id, for_update=True)
         if priority is not None and priority != ticket.priority:
             raise ValueError(
                 f"Ticket {ticket_id!r} has priority {ticket.priority!r}, not {priority!r}"
             )
         ticket.close()
     return ticket.to_dict()
+
+
+# Served by a project view (``support.views.escalate``), not by a handler: agents send the
+# execute contract to this capability's location, with ``aud`` = that URL (spec §2.12, §2.15).
+register(
+    Capability(
+        name="ticket.escalate",
+        description="Escalate a support ticket to critical priority",
+        approval_strength="session",
+        location="support:escalate",
+        input={
+            "type": "object",
+            "properties": {"ticket_id": TICKET_ID_SCHEMA},
+            "required": ["ticket_id"],
+            "additionalProperties": False,
+        },
+    )
+)

@@ -1,7 +1,13 @@
-"""Project views guarded by capabilities (``@requires_capability``) will be added here."""
+"""Views agents call directly (see views.py)."""
 
-from django.urls import URLPattern
+from django.urls import path
+
+from . import views
 
 app_name = "support"
 
-urlpatterns: list[URLPattern] = []
+urlpatterns = [
+    path("tickets/<str:ticket_id>", views.ticket_detail, name="ticket-detail"),
+    path("api/tickets/<str:ticket_id>/close", views.CloseTicket.as_view(), name="ticket-close"),
+    path("escalate", views.escalate, name="escalate"),
+]

@@ -1,0 +1,55 @@
+"""DRF permissions: the agent must hold the view's capabilities, within their constraints."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
+
+from . import guard
+from .authentication import AgentAuthError
+from .errors import ProtocolError
+from .tokens import VerifiedAgent
+
+
+class HasCapability(BasePermission):
+    """Reads ``view.required_capabilities`` (like DOT's ``required_scopes``)."""
+
+    required: Sequence[str] | None = None
+
+    def names(self, view: Any) -> tuple[str, ...]:
+        names = self.required or getattr(view, "required_capabilities", None)
+        if not names or isinstance(names, str):
+            raise ImproperlyConfigured(
+                f"{type(view).__name__} needs required_capabilities = ['name', ...] "
+                "to use HasCapability"
+            )
+        return tuple(names)
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        names = self.names(view)
+        verified = request.auth
+        if not isinstance(verified, VerifiedAgent):
+            return False
+        try:
+            arguments, contract = guard.request_arguments(
+                request._request, getattr(view, "kwargs", {}), names
+            )
+            grants = guard.authorize(verified, names, arguments, validate_schema=contract)
+        except ProtocolError as exc:
+            raise AgentAuthError(exc) from exc
+        request.agent = verified.agent  # type: ignore[attr-defined]
+        request.agent_grants = grants  # type: ignore[attr-defined]
+        request.agent_grant = grants[names[0]]  # type: ignore[attr-defined]
+        request.agent_arguments = arguments  # type: ignore[attr-defined]
+        return True
+
+
+def capability_required(*names: str) -> type[HasCapability]:
+    """``permission_classes = [capability_required("ticket.read")]``."""
+    if not names:
+        raise TypeError("capability_required() needs one or more capability names")
+    return type("CapabilityRequired", (HasCapability,), {"required": tuple(names)})

@@ -191,7 +191,7 @@ class HostAdmin(admin.ModelAdmin):
         "updated_at",
     )
     fields = ("name", "default_capabilities", "expires_at", *readonly_fields, "user")
-    actions = ["revoke"]
+    actions = ["revoke", "unlink"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # use agentauth_create_host: it validates the key and computes the id
@@ -208,6 +208,17 @@ class HostAdmin(admin.ModelAdmin):
         self.message_user(
             request, f"Revoked {queryset.count()} host(s) and {total} agent(s).", messages.SUCCESS
         )
+
+    @admin.action(
+        description="Unlink from its user (revokes delegated agents)", permissions=["change"]
+    )
+    def unlink(self, request: HttpRequest, queryset: QuerySet[Host]) -> None:
+        revoked = 0
+        for host in queryset.exclude(user=None):
+            revoked += len(
+                lifecycle.unlink_host(host, actor_type="staff", actor_id=str(request.user.pk))
+            )
+        self.message_user(request, f"Unlinked; {revoked} delegated agent(s) revoked.")
 
 
 @admin.register(CapabilityGrant)

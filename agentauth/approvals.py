@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 from django.db import transaction
 from django.utils import timezone
 
-from . import audit, lifecycle, signals
+from . import audit, lifecycle, policy, signals
 from . import constraints as constraint_rules
 from .capabilities import registry
 from .conf import app_settings
@@ -189,6 +189,7 @@ def decide(
             if g.capability in chosen:
                 g.status = GrantStatus.ACTIVE
                 g.granted_by = approver
+                g.expires_at = policy.grant_expiry(g.capability, agent, now)
                 if constraints and g.capability in constraints:
                     g.constraints = _narrow(g, constraints[g.capability])
                 decision.approved.append(g.capability)
@@ -200,7 +201,16 @@ def decide(
                 decision.denied.append(g.capability)
             g.updated_at = now
         CapabilityGrant.objects.bulk_update(
-            pending, ["status", "granted_by", "denied_by", "reason", "constraints", "updated_at"]
+            pending,
+            [
+                "status",
+                "granted_by",
+                "denied_by",
+                "reason",
+                "constraints",
+                "expires_at",
+                "updated_at",
+            ],
         )
         ApprovalRequest.objects.filter(agent=agent, status=ApprovalStatus.PENDING).update(
             status=ApprovalStatus.DENIED if reject else ApprovalStatus.APPROVED,
@@ -263,10 +273,7 @@ def _activate(agent: Agent, host: Host, approver: Any, actor_type: str, now: Any
             # Approving a delegated registration links the host to the approver (spec §2.9).
             lifecycle.link_host(host, approver, actor_type=actor_type)
         agent.user_id = host.user_id
-    agent.status = AgentStatus.ACTIVE
-    agent.activated_at = now
-    agent.last_used_at = None
-    agent.expires_at = lifecycle.session_expires_at(agent)
+    lifecycle.activate(agent, now)
     agent.save(
         update_fields=["status", "user", "activated_at", "last_used_at", "expires_at", "updated_at"]
     )

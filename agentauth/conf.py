@@ -186,6 +186,32 @@ class AppSettings:
     def ABSOLUTE_LIFETIME(self) -> int | None:
         return _opt_int(_get("ABSOLUTE_LIFETIME", 30 * 86400))
 
+    @property
+    def AGENT_CLOCKS(self) -> str | None:
+        """Dotted path to ``f(agent) -> dict`` returning any of ``session_ttl``,
+        ``max_lifetime``, ``absolute_lifetime`` (seconds, ``None`` = no limit) for one agent, to
+        vary the clocks by mode, host or capabilities (spec §2.4). Called when the clocks are set:
+        at registration, activation and reactivation."""
+        return _get("AGENT_CLOCKS", None)
+
+    @property
+    def GRANT_TTL(self) -> str | None:
+        """Dotted path to ``f(capability_name, agent) -> seconds | None``: how long a grant lasts
+        once active (spec §3.3 ``expires_at``). Default: grants last as long as the agent."""
+        return _get("GRANT_TTL", None)
+
+    @property
+    def HOST_ROTATION_GRACE(self) -> int:
+        """Seconds the previous host thumbprint is still accepted as an agent JWT's ``iss``
+        after an inline host key rotation (checklist Q38). Host JWTs never get a grace."""
+        return int(_get("HOST_ROTATION_GRACE", 300))
+
+    @property
+    def PENDING_RETENTION(self) -> int:
+        """Seconds after which a still-pending agent (and a pending host left without agents)
+        is deleted by the sweep (spec §10.9)."""
+        return int(_get("PENDING_RETENTION", 7 * 86400))
+
 
 def _opt_int(value: Any) -> int | None:
     return None if value in (None, 0) else int(value)

@@ -15,13 +15,12 @@ from django.utils import timezone
 
 from . import audit, serializers
 from .approvals import open_request
-from .conf import app_settings
 from .errors import ProtocolError
-from .models import Agent, AgentMode, CapabilityGrant, GrantStatus, Host
+from .models import Agent, CapabilityGrant, GrantStatus, Host
+from .policy import auto_approvable, grant_expiry
 from .validation import (
     MESSAGE_MAX,
     REASON_MAX,
-    RequestedCapability,
     check_fields,
     display_text,
     optional_choice,
@@ -50,16 +49,6 @@ def effective_names(agent: Agent) -> set[str]:
         .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
         .values_list("capability", flat=True)
     )
-
-
-def auto_approvable(host: Host, mode: str, rc: RequestedCapability) -> bool:
-    """May this capability be granted without a person? (spec §8.10: calibrate to risk)."""
-    if rc.capability.approval_strength != "none":
-        return False
-    if mode == AgentMode.DELEGATED:
-        return host.user_id is not None and rc.name in (host.default_capabilities or [])
-    policy = app_settings.AUTONOMOUS_AUTO_APPROVE
-    return host.user_id is None and policy is not None and rc.name in policy
 
 
 def request_capabilities(agent: Agent, body: dict[str, Any]) -> dict[str, Any]:
@@ -108,6 +97,7 @@ def request_capabilities(agent: Agent, body: dict[str, Any]) -> dict[str, Any]:
                 constraints=rc.constraints,
                 granted_by_id=host.user_id if auto else None,
                 reason=reason,
+                expires_at=grant_expiry(rc.name, agent, now) if auto else None,
             )
             created.append(grant)
             result.append(grant)

@@ -41,9 +41,10 @@ class GrantStatus(models.TextChoices):
     ACTIVE = "active"
     PENDING = "pending"
     DENIED = "denied"
-    # Not a wire status (spec §3.3 has none, checklist Q9): kept for the audit trail, never
+    # Not wire statuses (spec §3.3 has none, checklist Q9): kept for the audit trail, never
     # returned and never effective.
     REVOKED = "revoked"
+    EXPIRED = "expired"
 
 
 LIVE_GRANT_STATES = (GrantStatus.ACTIVE, GrantStatus.PENDING)
@@ -131,7 +132,10 @@ class Agent(models.Model):
     revocation_reason = models.CharField(max_length=64, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     activated_at = models.DateTimeField(null=True, blank=True)
+    # Session end: min(last use + session TTL, activation + max lifetime, absolute end).
     expires_at = models.DateTimeField(null=True, blank=True)
+    # Creation + absolute lifetime, fixed at creation: reactivation never moves it (spec §2.4).
+    absolute_expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
@@ -144,6 +148,7 @@ class Agent(models.Model):
         ]
         indexes = [
             models.Index(fields=["status", "expires_at"]),
+            models.Index(fields=["status", "absolute_expires_at"]),
             models.Index(fields=["host", "status"]),
             models.Index(fields=["user", "status"]),
         ]
@@ -198,7 +203,10 @@ class CapabilityGrant(models.Model):
                 name="agentauth_one_pending_grant_per_capability",
             ),
         ]
-        indexes = [models.Index(fields=["agent", "status"])]
+        indexes = [
+            models.Index(fields=["agent", "status"]),
+            models.Index(fields=["status", "expires_at"]),
+        ]
 
     def __str__(self) -> str:
         return f"{self.capability} [{self.status}] for {self.agent_id}"
@@ -275,6 +283,15 @@ class Execution(models.Model):
 
     def __str__(self) -> str:
         return f"{self.capability} [{self.status}] {self.id}"
+
+
+class SweepLock(models.Model):
+    """One row, locked for the duration of a sweep so concurrent sweeps run one after another."""
+
+    name = models.CharField(primary_key=True, max_length=32)
+
+    def __str__(self) -> str:
+        return self.name
 
 
 class AuditEvent(models.Model):

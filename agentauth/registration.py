@@ -13,7 +13,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from . import audit, keys, lifecycle, serializers, signals
+from . import audit, keys, lifecycle, policy, serializers, signals
 from .approvals import IssuedApproval, open_request
 from .conf import app_settings
 from .errors import ProtocolError, invalid_request
@@ -185,9 +185,9 @@ def register(verified: VerifiedHost, body: dict[str, Any]) -> dict[str, Any]:
             thumbprint=agent_tp,
             created_at=now,
         )
+        lifecycle.set_absolute_deadline(agent)
         if agent_status == AgentStatus.ACTIVE:
-            agent.activated_at = now
-            agent.expires_at = lifecycle.session_expires_at(agent)
+            lifecycle.activate(agent, now)
         try:
             with transaction.atomic():
                 agent.save(force_insert=True)
@@ -206,6 +206,11 @@ def register(verified: VerifiedHost, body: dict[str, Any]) -> dict[str, Any]:
                         host.user_id if grant_statuses[rc.name] == GrantStatus.ACTIVE else None
                     ),
                     reason=req.reason,
+                    expires_at=(
+                        policy.grant_expiry(rc.name, agent, now)
+                        if grant_statuses[rc.name] == GrantStatus.ACTIVE
+                        else None
+                    ),
                 )
                 for rc in req.capabilities
             ]

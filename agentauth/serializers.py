@@ -44,7 +44,7 @@ def grant(g: CapabilityGrant, *, include_granted_by: bool = True) -> dict[str, A
 
 def visible_grants(grants: Iterable[CapabilityGrant]) -> list[CapabilityGrant]:
     """Grants that exist on the wire: revoked rows are internal history (checklist Q9)."""
-    return [g for g in grants if g.status != GrantStatus.REVOKED]
+    return [g for g in grants if g.status not in (GrantStatus.REVOKED, GrantStatus.EXPIRED)]
 
 
 def grants(items: Iterable[CapabilityGrant], **kwargs: Any) -> list[dict[str, Any]]:

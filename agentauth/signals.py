@@ -21,3 +21,14 @@ host_linked = Signal()
 capability_executed = Signal()
 #: A capability call was refused or failed. kwargs: ``agent``, ``capability``, ``error`` (code).
 capability_refused = Signal()
+#: An agent's session ended (idle or max lifetime). kwargs: ``agent``. The sweep sends
+#: ``sweep_finished`` instead of one signal per agent.
+agent_expired = Signal()
+#: An expired agent was reactivated. kwargs: ``agent``, ``status`` (active/pending).
+agent_reactivated = Signal()
+#: A key was rotated. kwargs: ``agent`` or ``host`` (the other is None), ``actor_type``.
+key_rotated = Signal()
+#: A host was unlinked from its user. kwargs: ``host``, ``agents_revoked`` (ids).
+host_unlinked = Signal()
+#: A sweep ran. kwargs: ``counts`` (dict of what changed).
+sweep_finished = Signal()

@@ -14,3 +14,10 @@ from . import jobs
 @shared_task(name="agentauth.run_capability", ignore_result=True)
 def run_capability(job_id: str) -> None:
     jobs.run(job_id)
+
+
+@shared_task(name="agentauth.sweep", ignore_result=True)
+def sweep() -> dict[str, int]:
+    from .sweep import sweep as run_sweep
+
+    return run_sweep()

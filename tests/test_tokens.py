@@ -487,22 +487,24 @@ def test_agent_of_inactive_host(agent_setup: Any) -> None:
     raises("host_pending", verify, agent_token(agent, key))
 
 
-def test_idle_agent_expires_without_a_sweep(agent_setup: Any, settings: Any) -> None:
-    # spec: L5, L7; ST5
+def test_idle_agent_expires_without_a_sweep(settings: Any) -> None:
+    # spec: L5, L7; ST5 — the clocks are fixed on the agent when set, so set the TTL first.
     settings.AGENTAUTH_SESSION_TTL = 60
-    agent, key = agent_setup
+    host, _ = make_host()
+    agent, key = make_agent(host, grants=["check_balance"])
     with time_machine.travel(timezone.now() + timedelta(seconds=61)):
         raises("agent_expired", verify, agent_token(agent, key))
     agent.refresh_from_db()
     assert agent.status == AgentStatus.EXPIRED
 
 
-def test_absolute_lifetime_revokes(agent_setup: Any, settings: Any) -> None:
+def test_absolute_lifetime_revokes(settings: Any) -> None:
     # spec: L5; checklist Q15
     settings.AGENTAUTH_ABSOLUTE_LIFETIME = 3600
     settings.AGENTAUTH_SESSION_TTL = None
     settings.AGENTAUTH_MAX_LIFETIME = None
-    agent, key = agent_setup
+    host, _ = make_host()
+    agent, key = make_agent(host, grants=["check_balance"])
     with time_machine.travel(timezone.now() + timedelta(seconds=3601)):
         raises("absolute_lifetime_exceeded", verify, agent_token(agent, key))
     agent.refresh_from_db()

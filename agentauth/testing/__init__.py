@@ -83,6 +83,7 @@ def make_agent(
         created_at=now,
         activated_at=now if status == AgentStatus.ACTIVE else None,
     )
+    lifecycle.set_absolute_deadline(agent)
     agent.expires_at = lifecycle.session_expires_at(agent) if agent.activated_at else None
     agent.save(force_insert=True)
     items = grants.items() if isinstance(grants, Mapping) else ((g, None) for g in grants)

@@ -1,14 +1,16 @@
 from .agents import (
     IntrospectView,
+    ReactivateView,
     RegisterView,
     RequestCapabilityView,
     RevokeView,
+    RotateKeyView,
     StatusView,
 )
 from .capabilities import DescribeView, ExecuteView, ExecutionStatusView, ListView
 from .device import DeviceView
 from .discovery import DiscoveryView
-from .hosts import RevokeHostView
+from .hosts import RevokeHostView, RotateHostKeyView
 
 __all__ = [
     "DescribeView",
@@ -18,9 +20,12 @@ __all__ = [
     "ExecutionStatusView",
     "IntrospectView",
     "ListView",
+    "ReactivateView",
     "RegisterView",
     "RequestCapabilityView",
     "RevokeHostView",
     "RevokeView",
+    "RotateHostKeyView",
+    "RotateKeyView",
     "StatusView",
 ]

@@ -6,7 +6,15 @@ import hmac
 
 from django.http import HttpRequest, HttpResponse
 
-from .. import grants, lifecycle, ratelimit, registration, serializers
+from .. import (
+    grants,
+    lifecycle,
+    ratelimit,
+    reactivation,
+    registration,
+    rotation,
+    serializers,
+)
 from ..capabilities import registry
 from ..conf import app_settings
 from ..errors import ProtocolError, invalid_request
@@ -132,3 +140,30 @@ def introspection_body(verified: VerifiedAgent) -> dict[str, object]:
     if agent.expires_at is not None:
         body["expires_at"] = serializers.iso(agent.expires_at)
     return body
+
+
+class ReactivateView(ProtocolView):
+    http_method_names = ["post", "options"]
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        verified = verify_host_jwt(bearer_token(request))
+        body = read_json_body(request)
+        check_fields(body, ("agent_id",))
+        assert verified.host is not None
+        agent = agent_of_host(body.get("agent_id"), verified.host)
+        return json_response(reactivation.reactivate(agent, actor_id=verified.host.pk))
+
+
+class RotateKeyView(ProtocolView):
+    http_method_names = ["post", "options"]
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        verified = verify_host_jwt(bearer_token(request))
+        body = read_json_body(request)
+        check_fields(body, ("agent_id", "public_key"))
+        assert verified.host is not None
+        agent = agent_of_host(body.get("agent_id"), verified.host)
+        if "public_key" not in body:
+            raise invalid_request("'public_key' is required")
+        agent = rotation.rotate_agent_key(agent, body["public_key"], actor_id=verified.host.pk)
+        return json_response({"agent_id": agent.pk, "status": agent.status})

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse
 
-from .. import lifecycle
+from .. import lifecycle, rotation
+from ..errors import invalid_request
 from ..tokens import bearer_token, verify_host_jwt
 from ..validation import check_fields
 from .base import ProtocolView, json_response, read_json_body
@@ -21,3 +22,17 @@ class RevokeHostView(ProtocolView):
         return json_response(
             {"host_id": verified.host.pk, "status": "revoked", "agents_revoked": count}
         )
+
+
+class RotateHostKeyView(ProtocolView):
+    http_method_names = ["post", "options"]
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        verified = verify_host_jwt(bearer_token(request))
+        body = read_json_body(request)
+        check_fields(body, ("public_key",))
+        if "public_key" not in body:
+            raise invalid_request("'public_key' is required")
+        assert verified.host is not None
+        host = rotation.rotate_host_key(verified.host, body["public_key"])
+        return json_response({"host_id": host.pk, "status": host.status})

@@ -1,0 +1,108 @@
+"""The periodic sweep (spec §2.4, §10.9): persist what the clocks already decided.
+
+Requests evaluate the clocks themselves, so the sweep is about keeping the database honest
+(status pages, admin lists, exports) and small. Each step is one set-based statement, never a
+loop over rows, and the audit rows for a step are written by one ``INSERT ... SELECT``. Sweeps
+take a lock row first, so two running at once (beat plus cron) simply run one after the other;
+running one twice changes nothing the second time.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.db import connection, transaction
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from . import signals
+from .conf import app_settings
+from .lifecycle import NON_TERMINAL_AGENT_STATES, REASON_ABSOLUTE_LIFETIME
+from .models import (
+    Agent,
+    AgentStatus,
+    ApprovalRequest,
+    ApprovalStatus,
+    AuditEvent,
+    CapabilityGrant,
+    GrantStatus,
+    Host,
+    HostStatus,
+    ReplayRecord,
+    SweepLock,
+)
+
+
+def _audit_agents(kind: str, agents: QuerySet[Agent], now: datetime) -> None:
+    """One audit row per agent about to change, in one statement."""
+    agent_table = Agent._meta.db_table
+    audit_table = AuditEvent._meta.db_table
+    where_sql, params = agents.values("pk").query.get_compiler(connection=connection).as_sql()
+    data = "CAST(%s AS jsonb)" if connection.vendor == "postgresql" else "%s"
+    user = "CAST(a.user_id AS varchar(64))" if connection.vendor == "postgresql" else "a.user_id"
+    # Table names come from model metadata and the WHERE clause from the ORM's compiler, with
+    # its parameters passed separately: nothing user-supplied is formatted into the SQL.
+    # Table names come from model metadata and the WHERE clause from the ORM's compiler, with
+    # its parameters passed separately: nothing user-supplied is formatted into the SQL.
+    sql = (
+        f"INSERT INTO {audit_table} (created_at, kind, actor_type, actor_id, agent_id, host_id, "
+        f"user_id, capability, outcome, error_code, data) "
+        f"SELECT %s, %s, 'system', 'sweep', a.id, a.host_id, COALESCE({user}, ''), '', 'ok', '', "
+        f"{data} FROM {agent_table} a WHERE a.id IN ({where_sql})"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [now, kind, "{}", *params])
+
+
+def sweep(now: datetime | None = None) -> dict[str, int]:
+    """Run every step; return how many rows each changed."""
+    now = now or timezone.now()
+    counts: dict[str, int] = {}
+    with transaction.atomic():
+        SweepLock.objects.get_or_create(name="sweep")
+        SweepLock.objects.select_for_update().get(name="sweep")
+
+        # Absolute lifetime → revoked, permanently (spec §2.4, checklist Q15).
+        overdue = Agent.objects.filter(
+            status__in=NON_TERMINAL_AGENT_STATES, absolute_expires_at__lte=now
+        )
+        _audit_agents("agent.revoked", overdue, now)
+        counts["agents_revoked"] = overdue.update(
+            status=AgentStatus.REVOKED,
+            revoked_at=now,
+            revocation_reason=REASON_ABSOLUTE_LIFETIME,
+            updated_at=now,
+        )
+        # Session TTL or max lifetime → expired (reactivation can bring these back).
+        idle = Agent.objects.filter(status=AgentStatus.ACTIVE, expires_at__lte=now)
+        _audit_agents("agent.expired", idle, now)
+        counts["agents_expired"] = idle.update(status=AgentStatus.EXPIRED, updated_at=now)
+        # Grants past their own expiry are never effective; record it.
+        counts["grants_expired"] = CapabilityGrant.objects.filter(
+            status=GrantStatus.ACTIVE, expires_at__lte=now
+        ).update(status=GrantStatus.EXPIRED, updated_at=now)
+        # Grants of agents that can never act again stop being live.
+        counts["grants_closed"] = CapabilityGrant.objects.filter(
+            status__in=[GrantStatus.ACTIVE, GrantStatus.PENDING],
+            agent__status__in=[AgentStatus.REVOKED, AgentStatus.REJECTED, AgentStatus.CLAIMED],
+        ).update(status=GrantStatus.REVOKED, updated_at=now)
+        counts["approvals_expired"] = ApprovalRequest.objects.filter(
+            status=ApprovalStatus.PENDING, expires_at__lte=now
+        ).update(status=ApprovalStatus.EXPIRED, decided_at=now, updated_at=now)
+        spent = ReplayRecord.objects.filter(expires_at__lt=now)
+        counts["replay_records_purged"] = spent.delete()[0]
+
+        # Abandoned registrations are deleted, not revoked (spec §10.9).
+        cutoff = now - timedelta(seconds=app_settings.PENDING_RETENTION)
+        stale = Agent.objects.filter(status=AgentStatus.PENDING, created_at__lt=cutoff)
+        _audit_agents("agent.deleted", stale, now)
+        counts["pending_agents_deleted"] = stale.delete()[1].get(Agent._meta.label, 0)
+        orphans = Host.objects.filter(status=HostStatus.PENDING, created_at__lt=cutoff).filter(
+            ~Q(pk__in=Agent.objects.values("host_id"))
+        )
+        counts["pending_hosts_deleted"] = orphans.delete()[1].get(Host._meta.label, 0)
+        AuditEvent.objects.create(
+            kind="sweep", actor_type="system", actor_id="sweep", data=dict(counts)
+        )
+        transaction.on_commit(lambda: signals.sweep_finished.send(sender=Agent, counts=counts))
+    return counts

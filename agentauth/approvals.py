@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -15,6 +16,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from . import audit, lifecycle, policy, signals
@@ -75,6 +77,37 @@ class IssuedApproval:
         return data
 
 
+def find_hinted_user(login_hint: str) -> Any:
+    """The user a CIBA ``login_hint`` names, or ``None``. Always one query, found or not."""
+    if not login_hint:
+        return None
+    from django.contrib.auth import get_user_model
+    from django.db.models import Q
+
+    condition = Q()
+    for field_name in app_settings.CIBA_LOGIN_HINT_FIELDS:
+        condition |= Q(**{f"{field_name}__iexact": login_hint})
+    matches = list(get_user_model().objects.filter(condition, is_active=True)[:2])
+    return matches[0] if len(matches) == 1 else None
+
+
+def choose_method(agent: Agent, preferred: str | None, login_hint: str) -> tuple[str, Any]:
+    """Server-side method choice (spec §7.5): CIBA when asked for and a person can be named
+    (the linked user, or a ``login_hint``); device authorization otherwise.
+
+    With a hint, CIBA is chosen whether or not the hint matches anyone, so the response never
+    tells a caller which accounts exist (spec §7.2, CIBA Core §14).
+    """
+    if preferred != ApprovalMethod.CIBA or "ciba" not in app_settings.APPROVAL_METHODS:
+        return ApprovalMethod.DEVICE_AUTHORIZATION, None
+    linked = agent.host.user if agent.host.user_id is not None else None
+    if linked is not None:
+        return ApprovalMethod.CIBA, linked
+    if login_hint:
+        return ApprovalMethod.CIBA, find_hinted_user(login_hint)
+    return ApprovalMethod.DEVICE_AUTHORIZATION, None
+
+
 def open_request(
     agent: Agent,
     grants: Iterable[CapabilityGrant],
@@ -82,21 +115,24 @@ def open_request(
     reason: str = "",
     binding_message: str = "",
     login_hint: str = "",
+    preferred_method: str | None = None,
 ) -> IssuedApproval:
-    """Create a device-authorization request for ``grants`` (and the agent itself if pending).
+    """Create an approval request for ``grants`` (and the agent itself if pending).
 
     Any earlier pending request of the agent is superseded: its user code stops working, so
-    only the newest code is ever live (spec §5.3 "refreshed approval flow").
+    only the newest one is ever live (spec §5.3 "refreshed approval flow").
     """
     now = timezone.now()
     ApprovalRequest.objects.filter(agent=agent, status=ApprovalStatus.PENDING).update(
         status=ApprovalStatus.EXPIRED, decided_at=now, updated_at=now
     )
-    code = generate_user_code()
+    method, target = choose_method(agent, preferred_method, login_hint)
+    code = generate_user_code() if method == ApprovalMethod.DEVICE_AUTHORIZATION else None
     req = ApprovalRequest.objects.create(
         agent=agent,
-        method=ApprovalMethod.DEVICE_AUTHORIZATION,
-        user_code_hash=hash_user_code(code),
+        method=method,
+        user=target,
+        user_code_hash=hash_user_code(code) if code else None,
         binding_message=binding_message,
         login_hint=login_hint,
         reason=reason,
@@ -104,7 +140,86 @@ def open_request(
         expires_at=now + timedelta(seconds=app_settings.APPROVAL_EXPIRES_IN),
     )
     CapabilityGrant.objects.filter(pk__in=[g.pk for g in grants]).update(approval=req)
+    if method == ApprovalMethod.CIBA:
+        from .tasks import send_ciba_notification
+
+        # Enqueued whether or not the hint matched anyone: same work, same response.
+        transaction.on_commit(lambda: send_ciba_notification.delay(req.pk))
     return IssuedApproval(req, code)
+
+
+# --- who may approve, and how fresh ---------------------------------------------------------
+
+FRESH_AUTH_KEY = "agentauth_authenticated_at"
+STRENGTH_ORDER = {"none": 0, "session": 1, "webauthn": 2}
+
+
+def mark_authenticated(session: Any) -> None:
+    """Record that the person just proved who they are (sign-in or re-authentication)."""
+    session[FRESH_AUTH_KEY] = time.time()
+
+
+def is_fresh(session: Any) -> bool:
+    """Spec §8.11 / S25: a long-lived session cookie alone is not enough to approve."""
+    at = session.get(FRESH_AUTH_KEY)
+    return isinstance(at, int | float) and time.time() - at <= app_settings.FRESH_AUTH_SECONDS
+
+
+def required_strength(names: Iterable[str]) -> str:
+    strengths = [
+        (cap.approval_strength if (cap := registry.get(n)) is not None else "webauthn")
+        for n in names
+    ]
+    return max(strengths, key=STRENGTH_ORDER.__getitem__, default="none")
+
+
+def approver_may_see(approval: ApprovalRequest, user: Any, session: Any) -> bool:
+    """CIBA requests belong to their named user; a device request to whoever proved the code
+    in this session (the code is what ties the browser to the agent's screen)."""
+    if approval.method == ApprovalMethod.CIBA:
+        return approval.user_id is not None and approval.user_id == user.pk
+    return approval.pk in session.get(CODE_OK_KEY, [])
+
+
+CODE_OK_KEY = "agentauth_codes_ok"
+
+
+def enter_user_code(user: Any, session: Any, code: str) -> ApprovalRequest | None:
+    """Check a typed user code, with a per-user lock-out after repeated failures (RFC 8628
+    §5.1). The same "not found" answer covers wrong, expired and locked."""
+    from django.core.cache import cache
+
+    key = f"agentauth:code-attempts:{user.pk}"
+    attempts = cache.get(key, 0)
+    if attempts >= app_settings.USER_CODE_MAX_ATTEMPTS:
+        return None
+    approval = find_by_user_code(code)
+    if approval is None:
+        cache.set(key, attempts + 1, app_settings.USER_CODE_LOCKOUT_SECONDS)
+        ApprovalRequest.objects.filter(
+            user_code_hash=hash_user_code(code) if isinstance(code, str) else None
+        ).update(failed_attempts=F("failed_attempts") + 1)
+        return None
+    allowed = list(session.get(CODE_OK_KEY, []))[-9:]
+    session[CODE_OK_KEY] = [*allowed, approval.pk]
+    return approval
+
+
+def check_approver(
+    session: Any, user: Any, approval: ApprovalRequest, names: Iterable[str]
+) -> None:
+    """Refuse an approval the person has not earned in this session (spec §8.11)."""
+    if not is_fresh(session):
+        raise ProtocolError("fresh_auth_required", "Confirm it is you before approving", status=403)
+    if required_strength(names) == "webauthn":
+        from .webauthn import stepup_verified
+
+        if not stepup_verified(session, user, approval.pk):
+            raise ProtocolError(
+                "webauthn_required",
+                "Approving this needs your passkey or security key",
+                status=403,
+            )
 
 
 def find_by_user_code(code: str) -> ApprovalRequest | None:

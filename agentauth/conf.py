@@ -173,6 +173,51 @@ class AppSettings:
             path = "/device"
         return f"{self.ORIGIN}{path}"
 
+    @property
+    def FRESH_AUTH_SECONDS(self) -> int:
+        """How recent a person's authentication must be to approve (spec §8.11: fresh, e.g.
+        5 minutes). Approving always needs it; denying never does."""
+        return int(_get("FRESH_AUTH_SECONDS", 300))
+
+    @property
+    def USER_CODE_MAX_ATTEMPTS(self) -> int:
+        """Wrong user codes a signed-in person may enter before a lock-out (RFC 8628 §5.1)."""
+        return int(_get("USER_CODE_MAX_ATTEMPTS", 5))
+
+    @property
+    def USER_CODE_LOCKOUT_SECONDS(self) -> int:
+        return int(_get("USER_CODE_LOCKOUT_SECONDS", 900))
+
+    @property
+    def CIBA_NOTIFIER(self) -> str:
+        """Dotted path of the CIBA notifier: ``agentauth.notifications.EmailNotifier`` (default)
+        or ``agentauth.notifications.WebhookNotifier``, or your own class."""
+        return str(_get("CIBA_NOTIFIER", "agentauth.notifications.EmailNotifier"))
+
+    @property
+    def CIBA_WEBHOOK_URL(self) -> str | None:
+        return _get("CIBA_WEBHOOK_URL", None)
+
+    @property
+    def CIBA_LOGIN_HINT_FIELDS(self) -> tuple[str, ...]:
+        """User model fields a ``login_hint`` may match (exactly, case-insensitively)."""
+        return tuple(_get("CIBA_LOGIN_HINT_FIELDS", ("email",)))
+
+    @property
+    def WEBAUTHN_RP_ID(self) -> str:
+        """Relying-party id: the issuer's host name unless set."""
+        value = _get("WEBAUTHN_RP_ID", None)
+        return str(value or (urlsplit(self.ISSUER).hostname or "localhost"))
+
+    @property
+    def WEBAUTHN_RP_NAME(self) -> str:
+        return str(_get("WEBAUTHN_RP_NAME", None) or self.PROVIDER_NAME)
+
+    @property
+    def WEBAUTHN_ORIGINS(self) -> tuple[str, ...]:
+        """Origins a WebAuthn response may come from: the issuer's origin unless set."""
+        return tuple(_get("WEBAUTHN_ORIGINS", None) or (self.ORIGIN,))
+
     # --- agent lifetime clocks (spec §2.4) ---------------------------------------------------
     @property
     def SESSION_TTL(self) -> int | None:

@@ -62,7 +62,7 @@ def request_capabilities(agent: Agent, body: dict[str, Any]) -> dict[str, Any]:
     check_fields(body, REQUEST_FIELDS)
     wanted = requested_capabilities(body.get("capabilities"), required=True)
     reason = display_text(body.get("reason"), "reason", max_length=REASON_MAX)
-    optional_choice(body, "preferred_method")
+    preferred = optional_choice(body, "preferred_method")
     login_hint = display_text(body.get("login_hint"), "login_hint", max_length=MESSAGE_MAX)
     binding = display_text(body.get("binding_message"), "binding_message", max_length=MESSAGE_MAX)
     now = timezone.now()
@@ -113,7 +113,12 @@ def request_capabilities(agent: Agent, body: dict[str, Any]) -> dict[str, Any]:
         pending_grants = [g for g in result if g.status == GrantStatus.PENDING]
         approval = (
             open_request(
-                agent, pending_grants, reason=reason, binding_message=binding, login_hint=login_hint
+                agent,
+                pending_grants,
+                reason=reason,
+                binding_message=binding,
+                login_hint=login_hint,
+                preferred_method=preferred,
             )
             if pending_grants
             else None

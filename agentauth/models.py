@@ -8,6 +8,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+from django_otp.models import Device
 
 from . import ids
 
@@ -329,3 +330,26 @@ class ReplayRecord(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+class WebAuthnCredential(Device):
+    """A passkey or security key, registered by its owner (spec §8.11 physical presence).
+
+    A django-otp ``Device`` so that projects can list it with the user's other factors and
+    ``otp_required`` treats a WebAuthn-verified session as verified. It verifies assertions, not
+    typed tokens, so ``verify_token`` always refuses.
+    """
+
+    credential_id = models.CharField(max_length=1024, unique=True)  # base64url
+    public_key = models.TextField()  # base64url COSE key
+    sign_count = models.PositiveBigIntegerField(default=0)
+    transports = models.JSONField(default=list, blank=True)
+    aaguid = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta(Device.Meta):
+        verbose_name = "WebAuthn credential"
+
+    def verify_token(self, token: Any) -> bool:
+        return False

@@ -249,6 +249,7 @@ def _approval_if_needed(
         reason=req.reason,
         binding_message=req.binding_message,
         login_hint=req.login_hint,
+        preferred_method=req.preferred_method,
     )
 
 
@@ -268,6 +269,7 @@ def _retry(agent: Agent, req: RegistrationRequest) -> dict[str, Any]:
         reason=req.reason,
         binding_message=req.binding_message,
         login_hint=req.login_hint,
+        preferred_method=req.preferred_method,
     )
     return _response(agent, grants, approval)
 

@@ -21,3 +21,17 @@ def sweep() -> dict[str, int]:
     from .sweep import sweep as run_sweep
 
     return run_sweep()
+
+
+@shared_task(
+    name="agentauth.send_ciba_notification",
+    autoretry_for=(Exception,),
+    retry_backoff=True,
+    retry_backoff_max=300,
+    max_retries=5,
+    ignore_result=True,
+)
+def send_ciba_notification(approval_id: str) -> bool:
+    from .notifications import notify
+
+    return notify(approval_id)

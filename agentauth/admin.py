@@ -14,6 +14,8 @@ from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.urls import reverse
+from django.utils.html import format_html
 
 from . import approvals, hosts, lifecycle
 from .errors import ProtocolError
@@ -112,6 +114,26 @@ class AgentAdmin(admin.ModelAdmin):
                     request,
                     f"{agent}: its host is not linked to a user; the user it acts for must "
                     "approve it (device page or agentauth_approve --user).",
+                    messages.WARNING,
+                )
+                continue
+            chosen = kwargs.get("approve")
+            if chosen is None:
+                pending = agent.grants.filter(status=GrantStatus.PENDING)
+                chosen = list(pending.values_list("capability", flat=True))
+            strong = approvals.required_strength(chosen)
+            live = agent.approval_requests.filter(status="pending").first()
+            if strong == "webauthn" and not kwargs.get("reject"):
+                # Spec §8.11: physical presence. Staff step up on the approval page themselves.
+                where = reverse("agentauth:approve", args=[live.pk]) if live else "-"
+                self.message_user(
+                    request,
+                    format_html(
+                        "{}: a capability needs WebAuthn; approve it on <a href='{}'>its "
+                        "approval page</a> with your own passkey.",
+                        agent,
+                        where,
+                    ),
                     messages.WARNING,
                 )
                 continue

@@ -10,6 +10,7 @@ Paths have no trailing slash, so ``APPEND_SLASH`` never redirects a POST.
 from django.urls import path
 
 from . import views
+from .views import approvals as approval_pages
 
 app_name = "agentauth"
 
@@ -36,7 +37,28 @@ urlpatterns = [
         views.ExecutionStatusView.as_view(),
         name="execution_status",
     ),
-    path("device", views.DeviceView.as_view(), name="device"),
+    # Pages for people (session-authenticated), not protocol endpoints.
+    path("device", approval_pages.device, name="device"),
+    path("approve/<str:approval_id>", approval_pages.approve, name="approve"),
+    path(
+        "approve/<str:approval_id>/webauthn/begin",
+        approval_pages.approve_webauthn_begin,
+        name="approve-webauthn-begin",
+    ),
+    path(
+        "approve/<str:approval_id>/webauthn/complete",
+        approval_pages.approve_webauthn_complete,
+        name="approve-webauthn-complete",
+    ),
+    path("reauth", approval_pages.reauth, name="reauth"),
+    path("webauthn", approval_pages.webauthn_register, name="webauthn"),
+    path("webauthn/begin", approval_pages.webauthn_register_begin, name="webauthn-register-begin"),
+    path(
+        "webauthn/complete",
+        approval_pages.webauthn_register_complete,
+        name="webauthn-register-complete",
+    ),
+    path("connected", approval_pages.connected, name="connected"),
 ]
 
 well_known_urlpatterns = [

@@ -112,19 +112,19 @@ def test_search_and_filters(admin_client: Client, api: Api) -> None:
 
 def test_approve_all(admin_client: Client, admin_user: Any, api: Api) -> None:
     # spec: AP15, L3, R20 — staff approval goes through approvals.decide.
-    agent = pending_agent(api, ["check_balance", "transfer"])
+    agent = pending_agent(api, ["check_balance", "read_only_note"])
     response = run_action(admin_client, "agent", "approve_all", [agent.pk])
     assert response.status_code == 302
     agent.refresh_from_db()
     assert agent.status == AgentStatus.ACTIVE
-    assert statuses(agent.pk) == {"check_balance": "active", "transfer": "active"}
+    assert statuses(agent.pk) == {"check_balance": "active", "read_only_note": "active"}
     assert set(
         CapabilityGrant.objects.filter(agent=agent).values_list("granted_by", flat=True)
     ) == {admin_user.pk}
     assert ApprovalRequest.objects.get(agent=agent).status == ApprovalStatus.APPROVED
     event = AuditEvent.objects.get(kind="approval.decided", agent_id=agent.pk)
     assert event.actor_type == "staff" and event.actor_id == str(admin_user.pk)
-    assert event.data["approved"] == ["check_balance", "transfer"]
+    assert event.data["approved"] == ["check_balance", "read_only_note"]
     assert Host.objects.get(pk=agent.host_id).status == HostStatus.ACTIVE
 
 
@@ -376,3 +376,21 @@ def test_host_admin_validates_default_capabilities(admin_client: Client) -> None
     assert response.status_code == 302
     host.refresh_from_db()
     assert host.default_capabilities == ["check_balance"]
+
+
+def test_admin_sends_webauthn_capabilities_to_the_step_up_page(
+    admin_client: Client, api: Api
+) -> None:
+    # spec: §8.11, S27 — staff approving a webauthn-strength capability must step up themselves.
+    agent = pending_agent(api, ["check_balance", "transfer"])
+    response = admin_client.post(
+        changelist("agent"),
+        {"action": "approve_all", "_selected_action": [agent.pk]},
+        follow=True,
+    )
+    notes = messages_of(response)
+    assert any("needs WebAuthn" in n for n in notes), notes
+    live = ApprovalRequest.objects.get(agent=agent, status="pending")
+    assert any(reverse("agentauth:approve", args=[live.pk]) in n for n in notes)
+    agent.refresh_from_db()
+    assert agent.status == AgentStatus.PENDING

@@ -8,13 +8,11 @@ from .agents import (
     StatusView,
 )
 from .capabilities import DescribeView, ExecuteView, ExecutionStatusView, ListView
-from .device import DeviceView
 from .discovery import DiscoveryView
 from .hosts import RevokeHostView, RotateHostKeyView
 
 __all__ = [
     "DescribeView",
-    "DeviceView",
     "DiscoveryView",
     "ExecuteView",
     "ExecutionStatusView",

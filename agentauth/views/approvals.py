@@ -1,0 +1,291 @@
+"""Pages where a person decides (spec §7, §8.10, §8.11). Session-authenticated, CSRF-protected.
+
+The rules live in ``approvals`` and ``webauthn``; these views only gather input and render:
+- ``device``: enter the user code (RFC 8628), with a per-user lock-out;
+- ``approve``: see exactly what is asked and approve all, some, or deny; approving needs a fresh
+  sign-in, and ``webauthn``-strength capabilities a WebAuthn assertion bound to this request;
+- ``reauth``: confirm it is you (password, plus an OTP token if you have a device);
+- ``webauthn_register``: add a passkey or security key;
+- ``connected``: your hosts ("Connected apps"), agents, grants and recent activity.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth import authenticate
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_http_methods, require_POST
+from django_otp import devices_for_user
+
+from .. import approvals, lifecycle, webauthn
+from ..capabilities import registry
+from ..errors import ProtocolError
+from ..models import (
+    Agent,
+    AgentMode,
+    AgentStatus,
+    ApprovalRequest,
+    ApprovalStatus,
+    AuditEvent,
+    GrantStatus,
+    Host,
+    HostStatus,
+    WebAuthnCredential,
+)
+
+STAFF_PERMISSION = "agentauth.change_agent"
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def device(request: HttpRequest) -> HttpResponse:
+    code = (request.POST.get("code") or request.GET.get("code") or "")[:32]
+    error = None
+    if request.method == "POST":
+        approval = approvals.enter_user_code(request.user, request.session, code)
+        if approval is not None:
+            return redirect("agentauth:approve", approval_id=approval.pk)
+        # One answer for wrong, expired and locked-out codes: nothing to enumerate.
+        error = "That code is not valid. Check it and try again; codes expire after a few minutes."
+    return render(request, "agentauth/device.html", {"code": code, "error": error})
+
+
+def _live_approval(request: HttpRequest, approval_id: str) -> tuple[ApprovalRequest, bool]:
+    """The pending request, if this person may see it; ``Http404`` otherwise (no hints)."""
+    approval = (
+        ApprovalRequest.objects.select_related("agent", "agent__host")
+        .filter(pk=approval_id, status=ApprovalStatus.PENDING, expires_at__gt=timezone.now())
+        .first()
+    )
+    if approval is None:
+        raise Http404("No such request")
+    as_staff = request.user.has_perm(STAFF_PERMISSION)
+    if not (approvals.approver_may_see(approval, request.user, request.session) or as_staff):
+        raise Http404("No such request")
+    return approval, as_staff and not approvals.approver_may_see(
+        approval, request.user, request.session
+    )
+
+
+def _items(agent: Agent) -> list[dict[str, Any]]:
+    items = []
+    for grant in agent.grants.filter(status=GrantStatus.PENDING).order_by("capability"):
+        cap = registry.get(grant.capability)
+        items.append(
+            {
+                "grant": grant,
+                "capability": cap,
+                "strength": cap.approval_strength if cap else "webauthn",
+                "constraints": json.dumps(grant.constraints, indent=1) if grant.constraints else "",
+            }
+        )
+    return items
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def approve(request: HttpRequest, approval_id: str) -> HttpResponse:
+    approval, as_staff = _live_approval(request, approval_id)
+    agent = approval.agent
+    items = _items(agent)
+    names = [i["grant"].capability for i in items]
+    context: dict[str, Any] = {
+        "approval": approval,
+        "agent": agent,
+        "host": agent.host,
+        "items": items,
+        "new_host": agent.host.status == HostStatus.PENDING,
+        "as_staff": as_staff,
+        "fresh": approvals.is_fresh(request.session),
+        "needs_webauthn": approvals.required_strength(names) == "webauthn",
+        "has_credentials": WebAuthnCredential.objects.filter(user=request.user).exists(),
+        "stepped_up": webauthn.stepup_verified(request.session, request.user, approval.pk),
+    }
+    if request.method == "GET":
+        return render(request, "agentauth/approve.html", context)
+
+    action = request.POST.get("action")
+    actor = "staff" if as_staff else "user"
+    try:
+        if action == "deny":
+            approvals.decide(
+                agent,
+                approver=request.user,
+                reject=True,
+                reason=request.POST.get("reason", "")[:500],
+                actor_type=actor,
+            )
+            return render(request, "agentauth/done.html", {"agent": agent, "approved": []})
+        if action != "approve":
+            raise ProtocolError("invalid_request", "Choose approve or deny")
+        chosen = [n for n in request.POST.getlist("capabilities") if n in names]
+        if as_staff and agent.mode == AgentMode.DELEGATED and agent.host.user_id is None:
+            raise ProtocolError(
+                "unauthorized",
+                "Only the person this agent acts for can approve it: their approval links the "
+                "host to their account.",
+            )
+        approvals.check_approver(request.session, request.user, approval, chosen)
+        decision = approvals.decide(agent, approver=request.user, approve=chosen, actor_type=actor)
+        webauthn.consume_stepup(request.session)
+    except ProtocolError as exc:
+        if exc.code == "fresh_auth_required":
+            return redirect(f"{reverse('agentauth:reauth')}?next={request.path}")
+        context["error"] = exc.message
+        context["error_code"] = exc.code
+        return render(request, "agentauth/approve.html", context, status=exc.status)
+    return render(
+        request,
+        "agentauth/done.html",
+        {"agent": agent, "approved": decision.approved, "denied": decision.denied},
+    )
+
+
+@login_required
+@require_POST
+def approve_webauthn_begin(request: HttpRequest, approval_id: str) -> JsonResponse:
+    approval, _ = _live_approval(request, approval_id)
+    try:
+        return JsonResponse(webauthn.begin_stepup(request.session, request.user, approval.pk))
+    except ProtocolError as exc:
+        return JsonResponse(exc.body(), status=exc.status)
+
+
+@login_required
+@require_POST
+def approve_webauthn_complete(request: HttpRequest, approval_id: str) -> JsonResponse:
+    approval, _ = _live_approval(request, approval_id)
+    try:
+        credential = json.loads(request.body)
+        webauthn.complete_stepup(request.session, request.user, approval.pk, credential)
+    except (ValueError, UnicodeDecodeError):
+        return JsonResponse({"error": "invalid_request", "message": "Not JSON"}, status=400)
+    except ProtocolError as exc:
+        return JsonResponse(exc.body(), status=exc.status)
+    return JsonResponse({"verified": True})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def reauth(request: HttpRequest) -> HttpResponse:
+    """Confirm it is you: the password, and an OTP token when you have an OTP device."""
+    next_url = request.POST.get("next") or request.GET.get("next") or reverse("agentauth:connected")
+    if not url_has_allowed_host_and_scheme(next_url, {request.get_host()}, request.is_secure()):
+        next_url = reverse("agentauth:connected")
+    me: Any = request.user
+    otp_devices = [d for d in devices_for_user(me) if not isinstance(d, WebAuthnCredential)]
+    error = None
+    if request.method == "POST":
+        user = authenticate(
+            request,
+            **{
+                me.USERNAME_FIELD: me.get_username(),
+                "password": request.POST.get("password", ""),
+            },
+        )
+        token = request.POST.get("otp_token", "").strip()
+        otp_ok = not otp_devices or any(d.verify_token(token) for d in otp_devices if token)
+        if user is not None and user.pk == me.pk and otp_ok:
+            approvals.mark_authenticated(request.session)
+            return redirect(next_url)
+        error = "That did not match. Try again."
+    return render(
+        request,
+        "agentauth/reauth.html",
+        {"next": next_url, "needs_otp": bool(otp_devices), "error": error},
+    )
+
+
+@login_required
+def webauthn_register(request: HttpRequest) -> HttpResponse:
+    credentials = WebAuthnCredential.objects.filter(user=request.user).order_by("-created_at")
+    return render(request, "agentauth/webauthn_register.html", {"credentials": credentials})
+
+
+@login_required
+@require_POST
+def webauthn_register_begin(request: HttpRequest) -> JsonResponse:
+    if not approvals.is_fresh(request.session):
+        return JsonResponse(
+            {"error": "fresh_auth_required", "message": "Confirm it is you first"}, status=403
+        )
+    return JsonResponse(webauthn.begin_registration(request.session, request.user))
+
+
+@login_required
+@require_POST
+def webauthn_register_complete(request: HttpRequest) -> JsonResponse:
+    try:
+        payload = json.loads(request.body)
+        credential = webauthn.complete_registration(
+            request.session,
+            request.user,
+            payload.get("credential"),
+            name=str(payload.get("name") or "Passkey"),
+        )
+    except (ValueError, UnicodeDecodeError, AttributeError):
+        return JsonResponse({"error": "invalid_request", "message": "Not JSON"}, status=400)
+    except ProtocolError as exc:
+        return JsonResponse(exc.body(), status=exc.status)
+    return JsonResponse({"registered": True, "name": credential.name})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def connected(request: HttpRequest) -> HttpResponse:
+    """ "Connected apps" (spec §10.8): what can act for you, and the switches to stop it."""
+    user: Any = request.user
+    if request.method == "POST":
+        _connected_action(request)
+        return redirect("agentauth:connected")
+    hosts = Host.objects.filter(user=user).exclude(status=HostStatus.REVOKED).order_by("name")
+    agents = (
+        Agent.objects.filter(user=user)
+        .select_related("host")
+        .prefetch_related("grants")
+        .order_by("-created_at")
+    )
+    activity = AuditEvent.objects.filter(user_id=str(user.pk)).order_by("-created_at")[:50]
+    return render(
+        request,
+        "agentauth/connected.html",
+        {
+            "hosts": hosts,
+            "agents": agents,
+            "activity": activity,
+            "live_statuses": (AgentStatus.ACTIVE, AgentStatus.PENDING, AgentStatus.EXPIRED),
+        },
+    )
+
+
+def _connected_action(request: HttpRequest) -> None:
+    action, target = request.POST.get("action"), request.POST.get("id", "")
+    user: Any = request.user
+    if action == "revoke_agent":
+        agent = Agent.objects.filter(pk=target, user=user).first()
+        if agent is None:
+            raise PermissionDenied
+        lifecycle.revoke_agent(agent, actor_type="user", actor_id=str(user.pk))
+        messages.success(request, f"Revoked {agent.name}.")
+    elif action in ("revoke_host", "unlink_host"):
+        host = Host.objects.filter(pk=target, user=user).first()
+        if host is None:
+            raise PermissionDenied
+        label = host.name or host.pk
+        if action == "revoke_host":
+            count = lifecycle.revoke_host(host, actor_type="user", actor_id=str(user.pk))
+            messages.success(request, f"Disconnected {label}; {count} agent(s) revoked.")
+        else:
+            revoked = lifecycle.unlink_host(host, actor_type="user", actor_id=str(user.pk))
+            messages.success(request, f"Unlinked {label}; {len(revoked)} agent(s) revoked.")
+    else:
+        raise PermissionDenied

@@ -28,6 +28,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_otp",
+    "django_otp.plugins.otp_static",
     "rest_framework",
     "agentauth",
     "example_project.support",

@@ -107,7 +107,7 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = DEMO_DIR / "static"
 
-LOGIN_URL = "/admin/login/"
+LOGIN_URL = "/accounts/login/"
 
 # --- Celery --------------------------------------------------------------------------------------
 # Without a broker every task runs eagerly in the web process, so the demo needs no services.
@@ -133,3 +133,4 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "loggers": {"agentauth": {"handlers": ["console"], "level": "INFO"}},
 }
+EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"  # CIBA emails print here

@@ -108,7 +108,7 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
-LOGIN_URL = "/admin/login/"
+LOGIN_URL = "/accounts/login/"
 
 # The Celery app is example_project's (imported with example_project.support); it reads these.
 _broker_url = os.environ.get("AGENTAUTH_TEST_CELERY_BROKER_URL")

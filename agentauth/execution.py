@@ -166,9 +166,9 @@ def run_sync(
         grant = authorize(verified, cap, arguments, lock=True)
         ctx = ExecutionContext(verified.agent, verified.host, cap, grant, verified.claims, request)
         try:
-            with transaction.atomic():
-                return handler(ctx, **arguments)
+            return handler(ctx, **arguments)
         except Exception as exc:
+            # Leaving the atomic block with the exception rolls back what the handler wrote.
             raise handler_error(exc) from exc
 
 

@@ -81,3 +81,73 @@ def close_account(ctx: Any, *, account_id: str) -> dict[str, Any]:
         "closed": True,
         "closed_for": getattr(user, "username", None),
     }
+
+
+# --- execution modes and failure paths (issue 3 tests) -------------------------------------
+
+
+@capability(
+    "slow_report",
+    description="Build a report asynchronously",
+    approval_strength="none",
+    mode="async",
+    input={"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]},
+)
+def slow_report(ctx: Any, *, n: int) -> dict[str, Any]:
+    return {"total": n * 2}
+
+
+@capability(
+    "failing_job",
+    description="An asynchronous job that fails",
+    approval_strength="none",
+    mode="async",
+)
+def failing_job(ctx: Any) -> None:
+    raise ValueError("the report source is unavailable")
+
+
+@capability(
+    "count_up",
+    description="Stream the numbers below n",
+    approval_strength="none",
+    mode="stream",
+    input={"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]},
+)
+def count_up(ctx: Any, *, n: int) -> Any:
+    for i in range(n):
+        yield {"i": i}
+
+
+@capability(
+    "broken_stream",
+    description="A stream that fails midway",
+    approval_strength="none",
+    mode="stream",
+)
+def broken_stream(ctx: Any) -> Any:
+    yield {"i": 0}
+    raise RuntimeError("lost the upstream")
+
+
+@capability("explode", description="Fails unexpectedly", approval_strength="none")
+def explode(ctx: Any) -> None:
+    raise RuntimeError("internal details that must not leak")
+
+
+@capability("over_limit", description="Always over its limit", approval_strength="none")
+def over_limit(ctx: Any) -> None:
+    from agentauth.errors import ProtocolError
+
+    raise ProtocolError("limit_exceeded", "Daily limit reached")
+
+
+@capability(
+    "capped_transfer",
+    description="Transfer, capped by server policy",
+    approval_strength="none",
+    constraints={"amount": {"max": 10000}},
+    input={"type": "object", "properties": {"amount": {"type": "number"}}, "required": ["amount"]},
+)
+def capped_transfer(ctx: Any, *, amount: float) -> dict[str, Any]:
+    return {"sent": amount, "by": ctx.agent.pk}

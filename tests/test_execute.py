@@ -1,0 +1,354 @@
+"""POST /capability/execute and the async status_url (spec §2.15, §5.11; checklist E1-E18)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from agentauth import signals
+from agentauth.capabilities import registry
+from agentauth.models import AgentStatus, AuditEvent, CapabilityGrant, Execution
+from agentauth.testing import agent_token, make_agent, make_host
+from tests.conftest import ISSUER, Api, assert_error
+
+pytestmark = pytest.mark.django_db
+
+EXECUTE = ISSUER + "/capability/execute"
+
+
+@pytest.fixture
+def agent(user: Any) -> Any:
+    host, _ = make_host(user=user)
+    return make_agent(
+        host,
+        grants={
+            "check_balance": None,
+            "transfer": {"amount": {"max": 1000}, "currency": {"in": ["USD"]}},
+            "slow_report": None,
+            "failing_job": None,
+            "count_up": None,
+            "broken_stream": None,
+            "explode": None,
+            "over_limit": None,
+        },
+    )
+
+
+def execute(api: Api, agent: Any, capability: str, arguments: Any = None, **kw: Any) -> Any:
+    a, key = agent
+    token = agent_token(a, key, audience=kw.pop("audience", EXECUTE), **kw)
+    body: dict[str, Any] = {"capability": capability}
+    if arguments is not None:
+        body["arguments"] = arguments
+    return api.post("/capability/execute", body, token=token)
+
+
+def test_sync_execution(api: Api, agent: Any) -> None:
+    # spec: E3, E9
+    reply = execute(api, agent, "check_balance", {"account_id": "acc_1"})
+    assert reply.status == 200
+    assert reply.body == {"data": {"account_id": "acc_1", "balance": 1234.5, "currency": "USD"}}
+
+
+def test_issuer_audience_is_accepted_at_the_default_location(api: Api, agent: Any) -> None:
+    # spec §6.10, as the official TypeScript client signs; checklist Q1
+    reply = execute(api, agent, "check_balance", {"account_id": "a"}, audience=ISSUER)
+    assert reply.status == 200
+
+
+def test_issuer_audience_can_be_refused(api: Api, agent: Any, settings: Any) -> None:
+    settings.AGENTAUTH_EXECUTE_ACCEPTS_ISSUER_AUD = False
+    reply = execute(api, agent, "check_balance", {"account_id": "a"}, audience=ISSUER)
+    assert_error(reply, 401, "invalid_jwt")
+
+
+def test_other_audience(api: Api, agent: Any) -> None:
+    # spec: S8, §8.18 cross-server confusion
+    reply = execute(
+        api, agent, "check_balance", {"account_id": "a"}, audience="https://b.example/x"
+    )
+    assert_error(reply, 401, "invalid_jwt")
+
+
+def test_not_granted(api: Api, agent: Any) -> None:
+    # spec: E4
+    assert_error(execute(api, agent, "read_only_note"), 403, "capability_not_granted")
+
+
+def test_capabilities_claim_restricts(api: Api, agent: Any) -> None:
+    # spec: E4, S9
+    reply = execute(api, agent, "check_balance", {"account_id": "a"}, capabilities=["transfer"])
+    assert_error(reply, 403, "capability_not_granted")
+
+
+def test_unknown_capability(api: Api, agent: Any) -> None:
+    # spec: E5, C17
+    assert_error(execute(api, agent, "no_such_thing"), 404, "capability_not_found")
+
+
+def test_non_public_capability_is_not_disclosed(api: Api, agent: Any) -> None:
+    # checklist Q17: close_account exists but is not public and was never granted.
+    assert_error(
+        execute(api, agent, "close_account", {"account_id": "a"}), 404, "capability_not_found"
+    )
+
+
+def test_removed_capability(api: Api, agent: Any) -> None:
+    # spec: C3, S16; checklist Q16
+    cap = registry.get("check_balance")
+    assert cap is not None
+    registry.unregister("check_balance")
+    try:
+        reply = execute(api, agent, "check_balance", {"account_id": "a"})
+    finally:
+        registry.register(cap)
+    assert_error(reply, 403, "capability_not_granted")
+    assert "removed" in reply.body["message"]
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [{"account_id": 5}, {}, {"account_id": None}],
+)
+def test_schema_violations(api: Api, agent: Any, arguments: Any) -> None:
+    # spec: C4, E7
+    reply = execute(api, agent, "check_balance", arguments)
+    assert_error(reply, 400, "invalid_request")
+    assert "schema_path" in reply.body
+
+
+@pytest.mark.parametrize(
+    "body", [{"capability": 5}, {"arguments": {}}, {"capability": "x", "y": 1}]
+)
+def test_malformed_execute_bodies(api: Api, agent: Any, body: Any) -> None:
+    # spec: E3
+    a, key = agent
+    reply = api.post("/capability/execute", body, token=agent_token(a, key, audience=EXECUTE))
+    assert_error(reply, 400, "invalid_request")
+
+
+def test_arguments_must_be_an_object(api: Api, agent: Any) -> None:
+    assert_error(execute(api, agent, "check_balance", ["a"]), 400, "invalid_request")
+
+
+def test_constraint_violations_in_the_spec_shape(api: Api, agent: Any) -> None:
+    # spec: CN9, CN13, ER7
+    reply = execute(api, agent, "transfer", {"amount": 5000, "currency": "GBP", "to": "x"})
+    assert_error(reply, 403, "constraint_violated")
+    assert reply.body["message"] == "Execution arguments violate grant constraints"
+    assert reply.body["violations"] == [
+        {"field": "amount", "constraint": {"max": 1000}, "actual": 5000},
+        {"field": "currency", "constraint": {"in": ["USD"]}, "actual": "GBP"},
+    ]
+
+
+def test_missing_constrained_field_violates(api: Api, agent: Any) -> None:
+    # checklist Q28a: fail closed.
+    reply = execute(api, agent, "transfer", {"amount": 5, "to": "x"})
+    assert_error(reply, 403, "constraint_violated")
+    assert reply.body["violations"][0]["field"] == "currency"
+
+
+def test_within_constraints(api: Api, agent: Any) -> None:
+    reply = execute(api, agent, "transfer", {"amount": 1000, "currency": "USD", "to": "x"})
+    assert reply.status == 200 and reply.body["data"]["amount"] == 1000
+
+
+def test_unknown_operator_in_a_stored_grant(api: Api, agent: Any) -> None:
+    # spec: CN7, E6, S54 — never ignored.
+    CapabilityGrant.objects.filter(capability="transfer").update(
+        constraints={"amount": {"max": 5, "regex": ".*"}}
+    )
+    reply = execute(api, agent, "transfer", {"amount": 1, "currency": "USD", "to": "x"})
+    assert_error(reply, 400, "unknown_constraint_operator")
+    assert reply.body["unknown_operators"] == ["regex"]
+
+
+def test_handler_failure_is_a_spec_error(api: Api, agent: Any) -> None:
+    # Issue: handler exceptions become a spec error, never a 500 page, and are audited.
+    reply = execute(api, agent, "explode")
+    assert_error(reply, 500, "internal_error")
+    assert "internal details" not in json.dumps(reply.body)
+    event = AuditEvent.objects.get(kind="capability.refused", capability="explode")
+    assert event.error_code == "internal_error"
+
+
+def test_handler_protocol_error_passes_through(api: Api, agent: Any) -> None:
+    # checklist Q27
+    assert_error(execute(api, agent, "over_limit"), 403, "limit_exceeded")
+
+
+@pytest.mark.parametrize(
+    "status, code",
+    [
+        (AgentStatus.REVOKED, "agent_revoked"),
+        (AgentStatus.EXPIRED, "agent_expired"),
+        (AgentStatus.PENDING, "agent_pending"),
+    ],
+)
+def test_inactive_agents(api: Api, agent: Any, status: str, code: str) -> None:
+    # spec: E17
+    type(agent[0]).objects.filter(pk=agent[0].pk).update(status=status)
+    assert_error(execute(api, agent, "check_balance", {"account_id": "a"}), 403, code)
+
+
+def test_replayed_token(api: Api, agent: Any) -> None:
+    a, key = agent
+    token = agent_token(a, key, audience=EXECUTE)
+    body = {"capability": "check_balance", "arguments": {"account_id": "a"}}
+    assert api.post("/capability/execute", body, token=token).status == 200
+    assert_error(api.post("/capability/execute", body, token=token), 401, "invalid_jwt")
+
+
+def test_every_call_is_audited_and_signalled(api: Api, agent: Any) -> None:
+    # spec: E19, O2
+    seen: list[tuple[str, str]] = []
+
+    def on_ok(sender: Any, capability: str, **kw: Any) -> None:
+        seen.append(("ok", capability))
+
+    def on_refused(sender: Any, capability: str, error: str, **kw: Any) -> None:
+        seen.append((error, capability))
+
+    signals.capability_executed.connect(on_ok)
+    signals.capability_refused.connect(on_refused)
+    try:
+        execute(api, agent, "check_balance", {"account_id": "a"})
+        execute(api, agent, "read_only_note")
+    finally:
+        signals.capability_executed.disconnect(on_ok)
+        signals.capability_refused.disconnect(on_refused)
+    assert seen == [("ok", "check_balance"), ("capability_not_granted", "read_only_note")]
+    ok = AuditEvent.objects.get(kind="capability.executed")
+    assert ok.agent_id == agent[0].pk and ok.host_id == agent[0].host_id
+    assert ok.user_id == str(agent[0].user_id) and ok.capability == "check_balance"
+    assert ok.data["jti"]
+
+
+def test_execution_slides_the_session(api: Api, agent: Any) -> None:
+    # spec §2.3; checklist Q14
+    execute(api, agent, "check_balance", {"account_id": "a"})
+    agent[0].refresh_from_db()
+    assert agent[0].last_used_at is not None
+
+
+def test_warm_execution_query_budget(api: Api, agent: Any) -> None:
+    # Issue acceptance: at most 4 queries per execution with the database replay guard, warm.
+    # Counted: data statements. SAVEPOINT/RELEASE come from the test's own transaction (in
+    # production under autocommit the replay insert is its own transaction, no savepoint).
+    execute(api, agent, "check_balance", {"account_id": "a"})  # warm: the session has slid
+    with CaptureQueriesContext(connection) as captured:
+        reply = execute(api, agent, "check_balance", {"account_id": "a"})
+    assert reply.status == 200
+    statements = [q["sql"] for q in captured.captured_queries]
+    data = [sql for sql in statements if not sql.startswith(("SAVEPOINT", "RELEASE SAVEPOINT"))]
+    assert len(data) <= 4, data
+    assert [sql.split()[0] for sql in data] == ["SELECT", "INSERT", "SELECT", "INSERT"]
+
+
+# --- async ----------------------------------------------------------------------------------
+
+
+def test_async_execution_and_polling(
+    api: Api, agent: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    # spec: E10, E11, E13, E14; checklist Q24, Q66
+    with django_capture_on_commit_callbacks(execute=True):
+        reply = execute(api, agent, "slow_report", {"n": 21})
+    assert reply.status == 202
+    assert set(reply.body) == {"status", "status_url"} and reply.body["status"] == "pending"
+    assert reply.headers["Retry-After"] == "1"
+    url = reply.body["status_url"]
+    assert url.startswith("http://testserver/api/auth/capability/status/job_")
+    a, key = agent
+    poll = api.get(url.removeprefix("http://testserver/api/auth"), token=agent_token(a, key))
+    assert poll.status == 200 and poll.body == {"status": "completed", "result": {"total": 42}}
+
+
+def test_async_failure(api: Api, agent: Any, django_capture_on_commit_callbacks: Any) -> None:
+    # spec: E12
+    with django_capture_on_commit_callbacks(execute=True):
+        reply = execute(api, agent, "failing_job")
+    a, key = agent
+    path = reply.body["status_url"].removeprefix("http://testserver/api/auth")
+    poll = api.get(path, token=agent_token(a, key))
+    assert poll.body["status"] == "failed" and set(poll.body) == {"status", "error"}
+    assert poll.body["error"]["error"] == "invalid_request"
+
+
+def test_async_pending_poll_and_other_agents(
+    api: Api, agent: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    # spec: E13, S56 — only the initiating agent may poll.
+    with django_capture_on_commit_callbacks(execute=False):
+        reply = execute(api, agent, "slow_report", {"n": 1})
+    path = reply.body["status_url"].removeprefix("http://testserver/api/auth")
+    a, key = agent
+    pending = api.get(path, token=agent_token(a, key))
+    assert pending.body == {"status": "pending", "status_url": reply.body["status_url"]}
+    other, other_key = make_agent(a.host, grants=["slow_report"])
+    assert_error(api.get(path, token=agent_token(other, other_key)), 404, "not_found")
+    assert_error(api.get(path), 401, "invalid_jwt")
+
+
+def test_async_job_rechecks_the_agent(
+    api: Api, agent: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    # spec §8.17 — revoked between acceptance and run: the job fails.
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        reply = execute(api, agent, "slow_report", {"n": 1})
+    type(agent[0]).objects.filter(pk=agent[0].pk).update(status=AgentStatus.REVOKED)
+    for callback in callbacks:
+        callback()
+    job = Execution.objects.get()
+    assert job.status == "failed" and job.error["error"] == "agent_revoked"
+    assert reply.status == 202
+
+
+# --- stream ---------------------------------------------------------------------------------
+
+
+def events(response: Any) -> list[tuple[str, Any]]:
+    raw = b"".join(response.streaming_content).decode()
+    out = []
+    for block in raw.strip().split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.splitlines())
+        out.append((lines.get("event", "data"), json.loads(lines["data"])))
+    return out
+
+
+def test_stream(client: Any, agent: Any) -> None:
+    # spec: E15
+    a, key = agent
+    response = client.post(
+        "/api/auth/capability/execute",
+        data={"capability": "count_up", "arguments": {"n": 3}},
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {agent_token(a, key, audience=EXECUTE)}",
+    )
+    assert response.status_code == 200 and response["Content-Type"] == "text/event-stream"
+    assert events(response) == [
+        ("data", {"i": 0}),
+        ("data", {"i": 1}),
+        ("data", {"i": 2}),
+        ("done", {}),
+    ]
+
+
+def test_stream_error_then_done(client: Any, agent: Any) -> None:
+    # spec: E15 — an error event, then done; never a silent close.
+    a, key = agent
+    response = client.post(
+        "/api/auth/capability/execute",
+        data={"capability": "broken_stream"},
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {agent_token(a, key, audience=EXECUTE)}",
+    )
+    got = events(response)
+    assert got[0] == ("data", {"i": 0})
+    assert got[1][0] == "error" and got[1][1]["error"] == "internal_error"
+    assert got[-1] == ("done", {})

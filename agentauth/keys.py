@@ -10,6 +10,7 @@ import base64
 import binascii
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,6 +18,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from .errors import ProtocolError
+
+_B64URL = re.compile(r"[A-Za-z0-9_-]+")
 
 SUPPORTED_ALGORITHMS = ("Ed25519",)
 #: JWK members we understand on a public key. Anything else is refused rather than ignored, so a
@@ -31,7 +34,9 @@ def b64url_encode(data: bytes) -> str:
 def b64url_decode(text: str) -> bytes:
     if not isinstance(text, str) or not text or len(text) > 16384:
         raise ValueError("not a base64url string")
-    if any(c in text for c in "+/= \n\r\t"):
+    if not _B64URL.fullmatch(text):
+        # The standard decoder skips characters outside the alphabet; we refuse them, so one
+        # value never has two spellings.
         raise ValueError("not unpadded base64url")
     try:
         return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))

@@ -95,8 +95,11 @@ class IntrospectView(ProtocolView):
         ratelimit.hit("introspect", ratelimit.client_ip(request))
         secrets = app_settings.INTROSPECTION_TOKENS
         if secrets:
-            presented = request.META.get("HTTP_AUTHORIZATION", "").removeprefix("Bearer ")
-            if not any(hmac.compare_digest(presented.encode(), s.encode()) for s in secrets):
+            scheme, _, presented = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+            valid = scheme.lower() == "bearer" and any(
+                hmac.compare_digest(presented.encode(), s.encode()) for s in secrets
+            )
+            if not valid:
                 raise ProtocolError(
                     "authentication_required", "Introspection needs the resource server's secret"
                 )

@@ -1,0 +1,356 @@
+"""Capability list and describe, request-capability, introspection (spec §5.2, §5.2.1, §5.4,
+§5.12; checklist C7-C17, RC1-RC9, I1-I6, Q2, Q3, Q17, Q29, Q42-Q45, Q63)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.core.cache import cache
+
+from agentauth import approvals
+from agentauth.models import Agent, AgentStatus, CapabilityGrant
+from agentauth.testing import Keypair, agent_token, host_token, make_agent, make_host
+from tests.conftest import Api, assert_error
+
+pytestmark = pytest.mark.django_db
+PUBLIC = {
+    "broken_stream",
+    "capped_transfer",
+    "check_balance",
+    "count_up",
+    "explode",
+    "failing_job",
+    "over_limit",
+    "read_only_note",
+    "slow_report",
+    "transfer",
+}
+
+
+def names(reply: Any) -> set[str]:
+    return {c["name"] for c in reply.body["capabilities"]}
+
+
+# --- list ------------------------------------------------------------------------------------
+
+
+def test_anonymous_list(api: Api) -> None:
+    # spec: C7, C8, C10, C11
+    reply = api.get("/capability/list")
+    assert reply.status == 200
+    assert names(reply) >= PUBLIC and "close_account" not in names(reply)
+    assert all(set(c) == {"name", "description"} for c in reply.body["capabilities"])
+    assert reply.body["has_more"] is False and reply.body["next_cursor"] is None
+    assert reply.headers["Cache-Control"] == "public, max-age=300"
+
+
+def test_query(api: Api) -> None:
+    # spec: C9
+    assert names(api.get("/capability/list", query="bank balance")) == {"check_balance"}
+    assert names(api.get("/capability/list", query="nothing matches this")) == set()
+
+
+def test_pagination_walks_everything_once(api: Api) -> None:
+    # spec: C9, C10; checklist Q63
+    seen: list[str] = []
+    cursor = None
+    for _ in range(50):
+        params = {"limit": "3", **({"cursor": cursor} if cursor else {})}
+        reply = api.get("/capability/list", **params)
+        assert reply.body["has_more"] == (reply.body["next_cursor"] is not None)
+        seen += [c["name"] for c in reply.body["capabilities"]]
+        cursor = reply.body["next_cursor"]
+        if cursor is None:
+            break
+    assert len(seen) == len(set(seen)) and set(seen) == names(api.get("/capability/list"))
+
+
+@pytest.mark.parametrize(
+    "params", [{"limit": "0"}, {"limit": "x"}, {"limit": "-1"}, {"cursor": "%%%"}, {"page": "2"}]
+)
+def test_bad_list_parameters(api: Api, params: dict[str, str]) -> None:
+    assert_error(api.get("/capability/list", **params), 400, "invalid_request")
+
+
+def test_limit_is_clamped(api: Api) -> None:
+    assert api.get("/capability/list", limit="100000").status == 200
+
+
+def test_agent_list_has_grant_status(api: Api, user: Any) -> None:
+    # spec: C8, C13; checklist Q42
+    host, _ = make_host(user=user)
+    agent, key = make_agent(host, grants=["check_balance"])
+    CapabilityGrant.objects.create(agent=agent, capability="transfer", status="pending")
+    CapabilityGrant.objects.create(agent=agent, capability="close_account", status="denied")
+    reply = api.get("/capability/list", token=agent_token(agent, key))
+    status = {c["name"]: c["grant_status"] for c in reply.body["capabilities"]}
+    assert status["check_balance"] == "granted"
+    assert status["transfer"] == "not_granted"  # pending is not granted
+    # A non-public capability shows once the agent holds any grant row for it (Q17).
+    assert status["close_account"] == "not_granted"
+    assert all(c["grant_status"] in ("granted", "not_granted") for c in reply.body["capabilities"])
+    assert reply.headers["Cache-Control"] == "private, max-age=300"
+    assert "Authorization" in reply.headers["Vary"]
+
+
+def test_host_list_includes_its_defaults(api: Api, user: Any) -> None:
+    # checklist Q44
+    _, key = make_host(user=user, default_capabilities=["close_account"])
+    reply = api.get("/capability/list", token=host_token(key))
+    assert "close_account" in names(reply)
+    assert all("grant_status" not in c for c in reply.body["capabilities"])
+
+
+def test_unknown_host_lists_like_anonymous(api: Api) -> None:
+    # checklist Q45
+    reply = api.get("/capability/list", token=host_token(Keypair.generate()))
+    assert reply.status == 200 and "close_account" not in names(reply)
+
+
+def test_bad_token_is_not_downgraded(api: Api) -> None:
+    # checklist C14
+    assert_error(api.get("/capability/list", token="a.b.c"), 401, "invalid_jwt")
+
+
+# --- describe --------------------------------------------------------------------------------
+
+
+def test_describe(api: Api) -> None:
+    # spec: C15, C16
+    reply = api.get("/capability/describe", name="check_balance")
+    assert reply.status == 200
+    body = reply.body
+    assert body["name"] == "check_balance" and body["input"]["required"] == ["account_id"]
+    assert body["output"]["properties"]["balance"] == {"type": "number"}
+    assert body["approval_strength"] == "none" and "grant_status" not in body
+
+
+def test_describe_with_agent(api: Api, user: Any) -> None:
+    host, _ = make_host(user=user)
+    agent, key = make_agent(host, grants=["check_balance"])
+    reply = api.get("/capability/describe", name="transfer", token=agent_token(agent, key))
+    assert reply.body["grant_status"] == "not_granted"
+
+
+@pytest.mark.parametrize("name", ["nope", "close_account"])
+def test_describe_unknown_or_hidden(api: Api, name: str) -> None:
+    # spec: C17; checklist Q17
+    assert_error(api.get("/capability/describe", name=name), 404, "capability_not_found")
+
+
+def test_describe_needs_a_name(api: Api) -> None:
+    assert_error(api.get("/capability/describe"), 400, "invalid_request")
+
+
+# --- request-capability ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def linked_agent(user: Any) -> Any:
+    host, _ = make_host(user=user, default_capabilities=["check_balance", "read_only_note"])
+    return make_agent(host, grants=["check_balance"])
+
+
+def request(api: Api, agent: Any, body: Any) -> Any:
+    a, key = agent
+    return api.post("/agent/request-capability", body, token=agent_token(a, key))
+
+
+def test_auto_approved_within_host_defaults(api: Api, linked_agent: Any) -> None:
+    # spec: RC5, RC6
+    reply = request(api, linked_agent, {"capabilities": ["read_only_note"], "reason": "notes"})
+    assert reply.status == 200
+    assert reply.body["agent_id"] == linked_agent[0].pk and "approval" not in reply.body
+    [grant] = reply.body["agent_capability_grants"]
+    assert grant["capability"] == "read_only_note" and grant["status"] == "active"
+    assert CapabilityGrant.objects.get(capability="read_only_note").reason == "notes"  # RC7
+
+
+def test_outside_defaults_is_pending_with_approval(api: Api, linked_agent: Any) -> None:
+    # spec: RC5, RC8, RC9
+    reply = request(api, linked_agent, {"capabilities": ["transfer"]})
+    assert reply.body["agent_capability_grants"] == [
+        {"capability": "transfer", "status": "pending"}
+    ]
+    assert reply.body["approval"]["method"] == "device_authorization"
+    assert Agent.objects.get().status == AgentStatus.ACTIVE  # RC6
+
+
+def test_all_already_granted(api: Api, linked_agent: Any) -> None:
+    # spec: RC4
+    assert_error(
+        request(api, linked_agent, {"capabilities": ["check_balance"]}), 409, "already_granted"
+    )
+
+
+def test_partial_overlap_processes_the_rest(api: Api, linked_agent: Any) -> None:
+    # checklist Q29
+    reply = request(api, linked_agent, {"capabilities": ["check_balance", "transfer"]})
+    assert [g["capability"] for g in reply.body["agent_capability_grants"]] == ["transfer"]
+
+
+def test_pending_duplicate_is_returned_again(api: Api, linked_agent: Any) -> None:
+    # checklist Q29
+    first = request(api, linked_agent, {"capabilities": ["transfer"]})
+    second = request(api, linked_agent, {"capabilities": ["transfer"]})
+    assert second.body["agent_capability_grants"] == first.body["agent_capability_grants"]
+    assert CapabilityGrant.objects.filter(capability="transfer").count() == 1
+    assert approvals.find_by_user_code(second.body["approval"]["user_code"]) is not None
+
+
+def test_denied_can_be_requested_again(api: Api, linked_agent: Any, user: Any) -> None:
+    request(api, linked_agent, {"capabilities": ["transfer"]})
+    approvals.decide(linked_agent[0], approver=user, approve=[])
+    reply = request(api, linked_agent, {"capabilities": ["transfer"]})
+    assert reply.body["agent_capability_grants"][0]["status"] == "pending"
+
+
+def test_new_constraints_replace_the_active_grant_on_approval(
+    api: Api, linked_agent: Any, user: Any
+) -> None:
+    # checklist Q29: one active grant per capability, always.
+    constrained = {"name": "check_balance", "constraints": {"account_id": "acc_9"}}
+    reply = request(api, linked_agent, {"capabilities": [constrained]})
+    assert reply.body["agent_capability_grants"][0]["status"] == "pending"
+    approvals.decide(linked_agent[0], approver=user)
+    active = CapabilityGrant.objects.filter(capability="check_balance", status="active")
+    assert [g.constraints for g in active] == [{"account_id": "acc_9"}]
+
+
+def test_server_imposed_constraints_intersect(api: Api, user: Any) -> None:
+    # spec §2.13: combined = tightest; checklist CN8, CN12
+    host, _ = make_host(user=user, default_capabilities=["capped_transfer"])
+    agent = make_agent(host)
+    wide = {"name": "capped_transfer", "constraints": {"amount": {"max": 50000}}}
+    reply = request(api, agent, {"capabilities": [wide]})
+    assert reply.body["agent_capability_grants"][0]["constraints"] == {"amount": {"max": 10000}}
+    agent2 = make_agent(host)
+    narrow = {"name": "capped_transfer", "constraints": {"amount": {"max": 500}}}
+    reply = request(api, agent2, {"capabilities": [narrow]})
+    assert reply.body["agent_capability_grants"][0]["constraints"] == {"amount": {"max": 500}}
+
+
+@pytest.mark.parametrize(
+    "body, status, code",
+    [
+        ({"capabilities": ["nope"]}, 400, "invalid_capabilities"),
+        (
+            {"capabilities": [{"name": "transfer", "constraints": {"amount": {"lt": 1}}}]},
+            400,
+            "unknown_constraint_operator",
+        ),
+        ({"capabilities": []}, 400, "invalid_request"),
+        ({}, 400, "invalid_request"),
+        ({"capabilities": ["transfer"], "extra": 1}, 400, "invalid_request"),
+    ],
+)
+def test_request_errors(api: Api, linked_agent: Any, body: Any, status: int, code: str) -> None:
+    # spec: RC2, RC3
+    assert_error(request(api, linked_agent, body), status, code)
+
+
+def test_pending_agent_cannot_request(api: Api, user: Any) -> None:
+    # spec: RC1
+    host, _ = make_host(user=user)
+    agent = make_agent(host, status=AgentStatus.PENDING)
+    assert_error(request(api, agent, {"capabilities": ["transfer"]}), 403, "agent_pending")
+
+
+# --- introspect ------------------------------------------------------------------------------
+
+
+def introspect(api: Api, token: Any, **kw: Any) -> Any:
+    return api.post("/agent/introspect", {"token": token}, **kw)
+
+
+def test_introspect_active(api: Api, linked_agent: Any, user: Any) -> None:
+    # spec: I3, I4, GR5
+    agent, key = linked_agent
+    reply = introspect(api, agent_token(agent, key))
+    assert reply.status == 200
+    assert reply.body == {
+        "active": True,
+        "agent_id": agent.pk,
+        "host_id": agent.host_id,
+        "agent_capability_grants": [{"capability": "check_balance", "status": "active"}],
+        "mode": "delegated",
+        "user_id": str(user.pk),
+        "expires_at": reply.body["expires_at"],
+    }
+
+
+def test_introspect_narrows_to_the_claim(api: Api, user: Any) -> None:
+    host, _ = make_host(user=user)
+    agent, key = make_agent(host, grants=["check_balance", "read_only_note"])
+    reply = introspect(api, agent_token(agent, key, capabilities=["read_only_note"]))
+    assert reply.body["agent_capability_grants"] == [
+        {"capability": "read_only_note", "status": "active"}
+    ]
+
+
+def test_introspection_does_not_spend_the_token(api: Api, linked_agent: Any) -> None:
+    # checklist Q3
+    agent, key = linked_agent
+    token = agent_token(agent, key)
+    assert introspect(api, token).body["active"] is True
+    assert introspect(api, token).body["active"] is True
+    status = api.get("/capability/list", token=token).status
+    assert status == 200
+
+
+def test_location_audience_is_introspectable(api: Api, linked_agent: Any) -> None:
+    # checklist Q2 — tokens made for a capability's location.
+    agent, key = linked_agent
+    token = agent_token(agent, key, audience="http://testserver/support/escalate")
+    assert introspect(api, token).body["active"] is True
+
+
+def test_invalid_tokens_are_simply_inactive(api: Api, linked_agent: Any) -> None:
+    # spec: I3
+    agent, key = linked_agent
+    tokens = [
+        "garbage",
+        agent_token(agent, Keypair.generate()),
+        agent_token(agent, key, audience="https://elsewhere.example"),
+        host_token(key),
+    ]
+    for token in tokens:
+        assert introspect(api, token).body == {"active": False}
+    Agent.objects.filter(pk=agent.pk).update(status=AgentStatus.REVOKED)
+    assert introspect(api, agent_token(agent, key)).body == {"active": False}
+
+
+def test_introspect_needs_a_token(api: Api) -> None:
+    assert_error(api.post("/agent/introspect", {}), 400, "invalid_request")
+
+
+def test_introspection_secret(linked_agent: Any, client: Any, settings: Any) -> None:
+    # spec: I5 — server-to-server authentication, compared in constant time.
+    settings.AGENTAUTH_INTROSPECTION_TOKENS = ["s3cret"]
+    agent, key = linked_agent
+
+    def call(authorization: str | None) -> Any:
+        headers = {"HTTP_AUTHORIZATION": authorization} if authorization else {}
+        return client.post(
+            "/api/auth/agent/introspect",
+            data={"token": agent_token(agent, key)},
+            content_type="application/json",
+            **headers,
+        )
+
+    for refused in (None, "Bearer wrong", "Bearer s3cre", "s3cret"):
+        response = call(refused)
+        assert response.status_code == 401
+        assert response.json()["error"] == "authentication_required"
+    assert call("Bearer s3cret").json()["active"] is True
+
+
+def test_introspection_is_rate_limited(api: Api, settings: Any) -> None:
+    # spec: I5, S49
+    cache.clear()
+    settings.AGENTAUTH_RATE_LIMITS = {"introspect": "2/minute"}
+    introspect(api, "x")
+    introspect(api, "x")
+    assert_error(introspect(api, "x"), 429, "rate_limited")
+    cache.clear()

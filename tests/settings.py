@@ -122,3 +122,16 @@ SILENCED_SYSTEM_CHECKS = ["agentauth.W001"]  # the test issuer is plain http://t
 # The suite sends hundreds of requests from one address; tests/test_ratelimit.py switches the
 # limits back on where they are the subject.
 AGENTAUTH_RATE_LIMITS = {"ip": None, "register_unknown_host": None, "host": None}
+
+# Real-worker tier (tests/test_celery_worker.py): the worker process writes email to files the
+# test reads, and runs beat with a short sweep schedule.
+if os.environ.get("AGENTAUTH_TEST_EMAIL_DIR"):
+    EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
+    EMAIL_FILE_PATH = os.environ["AGENTAUTH_TEST_EMAIL_DIR"]
+if os.environ.get("AGENTAUTH_TEST_BEAT_SECONDS"):
+    CELERY_BEAT_SCHEDULE = {
+        "agentauth-sweep": {
+            "task": "agentauth.sweep",
+            "schedule": float(os.environ["AGENTAUTH_TEST_BEAT_SECONDS"]),
+        }
+    }

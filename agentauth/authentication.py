@@ -15,6 +15,11 @@ from .errors import ProtocolError
 from .tokens import VerifiedAgent
 
 
+def discovery_challenge() -> str:
+    """``WWW-Authenticate`` for agents (spec §5.14): where to discover and register."""
+    return f'AgentAuth discovery="{app_settings.ISSUER}/.well-known/agent-configuration"'
+
+
 class AgentAuthError(exceptions.APIException):
     """A protocol error rendered by DRF with the spec's body (§5.13) and status."""
 
@@ -22,7 +27,11 @@ class AgentAuthError(exceptions.APIException):
         super().__init__(detail=error.body())
         self.status_code = error.status
         self.protocol_error = error
-        self.headers = error.headers
+        # DRF's exception handler turns these two attributes into headers.
+        if error.status == 401:
+            self.auth_header = discovery_challenge()
+        if "Retry-After" in error.headers:
+            self.wait = int(error.headers["Retry-After"])
 
 
 class AgentAuthentication(BaseAuthentication):
@@ -43,4 +52,4 @@ class AgentAuthentication(BaseAuthentication):
         return (verified.agent.user or AnonymousUser(), verified)
 
     def authenticate_header(self, request: Request) -> str:
-        return f'AgentAuth discovery="{app_settings.ISSUER}/.well-known/agent-configuration"'
+        return discovery_challenge()

@@ -24,7 +24,11 @@ class AgentAuthError(exceptions.APIException):
     """A protocol error rendered by DRF with the spec's body (§5.13) and status."""
 
     def __init__(self, error: ProtocolError) -> None:
-        super().__init__(detail=error.body())
+        super().__init__()
+        # Set as is: APIException(detail=...) would turn every leaf into a string ("actual":
+        # null would become "None", 1000 would become "1000"), and DRF renders a dict detail as
+        # the whole body.
+        self.detail = error.body()
         self.status_code = error.status
         self.protocol_error = error
         # DRF's exception handler turns these two attributes into headers.

@@ -35,14 +35,24 @@ def authenticate(request: HttpRequest) -> VerifiedAgent:
     return verified
 
 
+def serves_location(request: HttpRequest, names: Sequence[str]) -> bool:
+    """Whether this request's URL is the ``location`` of one of ``names``."""
+    url = app_settings.ORIGIN + request.path
+    caps = (registry.get(name) for name in names)
+    return any(cap is not None and bool(cap.location) and cap.url == url for cap in caps)
+
+
 def request_arguments(
     request: HttpRequest, view_kwargs: Mapping[str, Any], names: Sequence[str]
 ) -> tuple[dict[str, Any], bool]:
     """The arguments constraints are checked against, and whether the body used the execute
     contract (``{"capability", "arguments"}``, spec §2.15: "the same payload contract").
 
-    Otherwise they are the URL kwargs, query parameters and a JSON object body, merged; one name
-    given two different values is refused, so a constraint cannot be dodged by repetition.
+    The contract is honoured only at a capability's own ``location``: anywhere else the view
+    acts on its URL kwargs and query, so checking a body's ``arguments`` instead would let an
+    agent state one ticket and act on another. Otherwise the arguments are the URL kwargs, query
+    parameters and a JSON object body, merged; one name given two different values is refused,
+    so a constraint cannot be dodged by repetition.
     """
     body: Any = None
     if request.content_type == "application/json" and request.body:
@@ -50,28 +60,36 @@ def request_arguments(
             body = json.loads(request.body)
         except (ValueError, UnicodeDecodeError):
             raise invalid_request("Body is not valid JSON") from None
-    if isinstance(body, dict) and set(body) <= {"capability", "arguments"} and "capability" in body:
+    query: dict[str, Any] = {}
+    for key in request.GET:
+        values = request.GET.getlist(key)
+        if len(set(values)) > 1:
+            raise invalid_request(f"Parameter '{key}' is given more than once")
+        query[key] = values[0]
+    if (
+        isinstance(body, dict)
+        and set(body) <= {"capability", "arguments"}
+        and "capability" in body
+        and serves_location(request, names)
+    ):
         if body["capability"] not in names:
             raise invalid_request("This location serves a different capability")
         arguments = body.get("arguments") or {}
         if not isinstance(arguments, dict):
             raise invalid_request("'arguments' must be an object")
+        _merge([arguments, view_kwargs, query])  # the URL may not contradict the arguments
         return arguments, True
+    return _merge([view_kwargs, query, body if isinstance(body, dict) else {}]), False
+
+
+def _merge(sources: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     merged: dict[str, Any] = {}
-    sources: list[Mapping[str, Any]] = [view_kwargs]
-    sources.append({k: request.GET.getlist(k) for k in request.GET})
-    if isinstance(body, dict):
-        sources.append(body)
     for source in sources:
         for key, value in source.items():
-            if isinstance(value, list) and source is sources[1]:
-                if len(set(value)) > 1:
-                    raise invalid_request(f"Parameter '{key}' is given more than once")
-                value = value[0]
             if key in merged and merged[key] != value:
                 raise invalid_request(f"'{key}' is given two different values")
             merged[key] = value
-    return merged, False
+    return merged
 
 
 def authorize(

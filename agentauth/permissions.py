@@ -33,6 +33,12 @@ class HasCapability(BasePermission):
         names = self.names(view)
         verified = request.auth
         if not isinstance(verified, VerifiedAgent):
+            if request.successful_authenticator is None:
+                # DRF would answer {"detail": ...}; agents get the spec's body (§5.13), like
+                # the plain decorator, and the challenge header (401 adds it, §5.14).
+                raise AgentAuthError(
+                    ProtocolError("invalid_jwt", "Missing Authorization: Bearer <jwt> header")
+                )
             return False
         try:
             arguments, contract = guard.request_arguments(

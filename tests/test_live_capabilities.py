@@ -253,14 +253,17 @@ def test_capability_with_its_own_location(
 
     # The default location refuses it and names the right one.
     exc = error_of(
-        lambda: client.execute(connection, "ticket.escalate", {"ticket_id": str(normal.pk)})
+        lambda: client.execute(
+            connection,
+            "ticket.escalate",
+            {"ticket_id": str(normal.pk)},
+            location=client.default_location,
+        )
     )
     assert exc.code == "invalid_request" and exc.extra["location"] == location
 
-    # At its location, with aud = that URL, it runs.
-    result = client.execute(
-        connection, "ticket.escalate", {"ticket_id": str(normal.pk)}, location=location
-    )
+    # The client resolves the location itself (from the grant) and signs aud = that URL.
+    result = client.execute(connection, "ticket.escalate", {"ticket_id": str(normal.pk)})
     assert result["data"]["priority"] == "critical"
     normal.refresh_from_db()
     assert normal.priority == "critical"

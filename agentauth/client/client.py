@@ -125,6 +125,7 @@ class AgentAuthClient:
         self._clock = clock
         self._discovery: dict[str, Any] | None = None
         self._discovery_expires = 0.0
+        self._described: dict[str, dict[str, Any]] = {}
 
     # -- discovery ----------------------------------------------------------------------------
 
@@ -584,7 +585,8 @@ class AgentAuthClient:
         response returns the list of ``(event, data)`` tuples up to ``done``.
         """
         target = require_transport(
-            location or self.default_location, allow_insecure_http=self.allow_insecure_http
+            location or self._capability_location(connection, capability),
+            allow_insecure_http=self.allow_insecure_http,
         )
         body: dict[str, Any] = {"capability": capability}
         if arguments is not None:
@@ -603,6 +605,21 @@ class AgentAuthClient:
         if isinstance(result, dict) and result.get("status") == "failed":
             _raise_failed(result)
         return result
+
+    def _capability_location(self, connection: AgentConnection, capability: str) -> str:
+        """Where to execute (spec §2.15): the capability's ``location`` if it has one (from the
+        active grant, else ``describe``), otherwise the server's ``default_location``."""
+        for grant in connection.grants or []:
+            if grant.get("capability") == capability and grant.get("location"):
+                return str(grant["location"])
+        described = self._described.get(capability)
+        if described is None:
+            try:
+                described = self.describe_capability(capability, connection)
+            except ProtocolError:
+                described = {}
+            self._described[capability] = described
+        return str(described.get("location") or self.default_location)
 
     def _poll_execution(
         self, connection: AgentConnection, capability: str, resp: http.Response

@@ -123,8 +123,14 @@ def handler_error(exc: Exception) -> ProtocolError:
         return exc
     if isinstance(exc, ObjectDoesNotExist | LookupError):
         return ProtocolError("resource_not_found", str(exc) or "Not found", status=404)
-    if isinstance(exc, ValidationError | ValueError | TypeError):
+    if isinstance(exc, ValidationError):
+        return invalid_request("; ".join(exc.messages) or "Invalid arguments")
+    if isinstance(exc, ValueError):
         return invalid_request(str(exc) or "Invalid arguments")
+    if isinstance(exc, TypeError):
+        # Usually a call that does not fit the handler's signature: do not echo its internals.
+        logger.warning("agentauth: capability handler raised TypeError: %s", exc)
+        return invalid_request("The arguments do not fit this capability")
     if isinstance(exc, PermissionError):
         return ProtocolError("unauthorized", str(exc) or "Not allowed")
     logger.exception("agentauth: capability handler failed")

@@ -133,27 +133,24 @@ def _initial_statuses(
         if host.status != HostStatus.ACTIVE or host.user_id is None:
             # Unknown, pending or unlinked host: a person must approve first (spec §8.10).
             return AgentStatus.PENDING, pending, False
-        allowed = set(host.default_capabilities or [])
-        return AgentStatus.ACTIVE, _auto(req, allowed), False
+        return AgentStatus.ACTIVE, _auto(req, host), False
     # Autonomous.
     if host.user_id is not None:
         raise ProtocolError(
             "unsupported_mode",
             "Autonomous agents cannot register under a host linked to a user",
         )
-    policy = app_settings.AUTONOMOUS_AUTO_APPROVE
-    if policy is None:
+    if app_settings.AUTONOMOUS_AUTO_APPROVE is None:
         return AgentStatus.PENDING, pending, False
-    return AgentStatus.ACTIVE, _auto(req, set(policy)), host.status == HostStatus.PENDING
+    return AgentStatus.ACTIVE, _auto(req, host), host.status == HostStatus.PENDING
 
 
-def _auto(req: RegistrationRequest, allowed: set[str]) -> dict[str, GrantStatus]:
+def _auto(req: RegistrationRequest, host: Host) -> dict[str, GrantStatus]:
+    """One rule for every entry point: ``policy.auto_approvable`` (spec §8.10)."""
     return {
         rc.name: (
             GrantStatus.ACTIVE
-            if not req.force_approval
-            and rc.name in allowed
-            and rc.capability.approval_strength == "none"
+            if not req.force_approval and policy.auto_approvable(host, req.mode, rc)
             else GrantStatus.PENDING
         )
         for rc in req.capabilities

@@ -20,7 +20,10 @@ Constraints = dict[str, Any]
 
 def is_number(value: Any) -> bool:
     """A JSON number: ``bool`` is an ``int`` in Python but never a number here (CN10)."""
-    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+    if isinstance(value, bool):
+        return False
+    # Python ints are exact and finite at any size (math.isfinite would overflow on huge ones).
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
 
 
 def is_scalar(value: Any) -> bool:
@@ -197,7 +200,7 @@ def _intersect_field(field: str, a: Any, b: Any) -> Any:
         if not allowed:
             raise ContradictoryConstraints(f"'{field}' has no allowed value left")
         out["in"] = allowed
-    elif excluded:
+    elif not_ins:  # kept even when empty: it still requires the field to be present
         unique: list[Any] = []
         for item in excluded:
             if not _member(item, unique):

@@ -121,7 +121,13 @@ SILENCED_SYSTEM_CHECKS = ["agentauth.W001"]  # the test issuer is plain http://t
 
 # The suite sends hundreds of requests from one address; tests/test_ratelimit.py switches the
 # limits back on where they are the subject.
-AGENTAUTH_RATE_LIMITS = {"ip": None, "register_unknown_host": None, "host": None}
+AGENTAUTH_RATE_LIMITS = {
+    "ip": None,
+    "register_unknown_host": None,
+    "host": None,
+    "agent": None,
+    "introspect": None,
+}
 
 # Real-worker tier (tests/test_celery_worker.py): the worker process writes email to files the
 # test reads, and runs beat with a short sweep schedule.

@@ -404,3 +404,24 @@ def _reject_host(host: Host, now: Any) -> None:
     ApprovalRequest.objects.filter(agent__host=host, status=ApprovalStatus.PENDING).update(
         status=ApprovalStatus.DENIED, decided_at=now, updated_at=now
     )
+
+
+def pace_polling(agent: Agent) -> None:
+    """RFC 8628 §3.5 ``slow_down`` (checklist Q46): while a person is being asked, status polls
+    come no faster than the ``interval`` we gave (one second of slack for clock jitter)."""
+    from django.core.cache import cache
+
+    live = (
+        ApprovalRequest.objects.filter(agent=agent, status=ApprovalStatus.PENDING)
+        .values_list("interval", flat=True)
+        .first()
+    )
+    if not live or live <= 1:
+        return
+    if not cache.add(f"agentauth:poll:{agent.pk}", 1, live - 1):
+        raise ProtocolError(
+            "slow_down",
+            f"Poll at most every {live} seconds",
+            status=429,
+            headers={"Retry-After": str(live)},
+        )

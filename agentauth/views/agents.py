@@ -7,6 +7,7 @@ import hmac
 from django.http import HttpRequest, HttpResponse
 
 from .. import (
+    approvals,
     grants,
     lifecycle,
     ratelimit,
@@ -60,6 +61,7 @@ class StatusView(ProtocolView):
         check_fields(request.GET, ("agent_id",))
         assert verified.host is not None
         agent = agent_of_host(request.GET.get("agent_id"), verified.host)
+        approvals.pace_polling(agent)
         # Clocks are applied before answering; a host poll does not extend the session (Q14).
         lifecycle.evaluate_clocks(agent)
         return json_response(serializers.agent_status(agent, agent.grants.all()))

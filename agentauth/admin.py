@@ -11,13 +11,14 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils.html import format_html
 
-from . import approvals, hosts, lifecycle
+from . import approvals, grants, hosts, lifecycle
 from .errors import ProtocolError
 from .models import (
     Agent,
@@ -61,6 +62,10 @@ class HostForm(forms.ModelForm):
             raise forms.ValidationError(exc.message) from None
 
 
+class LinkHostForm(forms.Form):
+    username = forms.CharField(label="Link to the user with this username")
+
+
 class ApproveSomeForm(forms.Form):
     capabilities = forms.MultipleChoiceField(
         required=False, widget=forms.CheckboxSelectMultiple, label="Capabilities to approve"
@@ -75,6 +80,7 @@ class AgentAdmin(admin.ModelAdmin):
     list_select_related = ("host", "user")
     raw_id_fields = ("host", "user")
     readonly_fields = (
+        "audit_trail",
         "id",
         "host",
         "user",
@@ -93,6 +99,12 @@ class AgentAdmin(admin.ModelAdmin):
         "updated_at",
     )
     inlines = [GrantInline]
+
+    @admin.display(description="Audit trail")
+    def audit_trail(self, obj: Agent) -> str:
+        url = reverse("admin:agentauth_auditevent_changelist") + f"?agent_id={obj.pk}"
+        return format_html("<a href='{}'>Everything this agent did and had done to it</a>", url)
+
     actions = ["approve_all", "approve_some", "deny", "revoke"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -213,7 +225,7 @@ class HostAdmin(admin.ModelAdmin):
         "updated_at",
     )
     fields = ("name", "default_capabilities", "expires_at", *readonly_fields, "user")
-    actions = ["revoke", "unlink"]
+    actions = ["revoke", "link", "unlink"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # use agentauth_create_host: it validates the key and computes the id
@@ -229,6 +241,44 @@ class HostAdmin(admin.ModelAdmin):
             total += lifecycle.revoke_host(host, actor_type="staff", actor_id=str(request.user.pk))
         self.message_user(
             request, f"Revoked {queryset.count()} host(s) and {total} agent(s).", messages.SUCCESS
+        )
+
+    @admin.action(description="Link to a user…", permissions=["change"])
+    def link(self, request: HttpRequest, queryset: QuerySet[Host]) -> HttpResponse | None:
+        if queryset.count() != 1:
+            self.message_user(request, "Choose exactly one host.", messages.WARNING)
+            return None
+        host = queryset.get()
+        form = LinkHostForm(request.POST if "apply" in request.POST else None)
+        if "apply" in request.POST and form.is_valid():
+            from django.contrib.auth import get_user_model
+
+            User = get_user_model()
+            user = User.objects.filter(
+                **{User.USERNAME_FIELD: form.cleaned_data["username"]}
+            ).first()
+            if user is None:
+                self.message_user(request, "No such user.", messages.ERROR)
+                return None
+            try:
+                claimed = hosts.link(host, user)
+            except ProtocolError as exc:
+                self.message_user(request, exc.message, messages.ERROR)
+                return None
+            self.message_user(
+                request, f"Linked {host} to {user}; {len(claimed)} autonomous agent(s) claimed."
+            )
+            return None
+        return render(
+            request,
+            "admin/agentauth/link_host.html",
+            {
+                "host": host,
+                "form": form,
+                "opts": self.model._meta,
+                "queryset": queryset,
+                "action_checkbox_name": ACTION_CHECKBOX_NAME,
+            },
         )
 
     @admin.action(
@@ -250,12 +300,23 @@ class CapabilityGrantAdmin(admin.ModelAdmin):
     search_fields = ("agent__id", "capability")
     list_select_related = ("agent", "granted_by")
     raw_id_fields = ("agent", "granted_by", "denied_by", "approval")
+    actions = ["revoke"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    @admin.action(description="Revoke", permissions=["view"])
+    def revoke(self, request: HttpRequest, queryset: QuerySet[CapabilityGrant]) -> None:
+        if not request.user.has_perm("agentauth.change_agent"):
+            raise PermissionDenied
+        count = sum(
+            grants.revoke_grant(g, actor_type="staff", actor_id=str(request.user.pk))
+            for g in queryset.select_related("agent")
+        )
+        self.message_user(request, f"Revoked {count} grant(s).", messages.SUCCESS)
 
 
 @admin.register(ApprovalRequest)
@@ -288,9 +349,15 @@ class AuditEventAdmin(admin.ModelAdmin):
         "outcome",
         "error_code",
     )
-    list_filter = ("kind", "outcome", "actor_type", "created_at")
+    list_filter = ("kind", "outcome", "actor_type", "capability", "created_at")
     search_fields = ("agent_id", "host_id", "user_id", "capability", "error_code")
     date_hierarchy = "created_at"
+
+    def lookup_allowed(self, lookup: str, value: str, request: Any = None) -> bool:
+        # ?agent_id=…, ?host_id=…, ?user_id=…: the links from the agent and host pages.
+        if lookup in ("agent_id", "host_id", "user_id", "capability"):
+            return True
+        return bool(super().lookup_allowed(lookup, value, request))
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

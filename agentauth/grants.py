@@ -138,3 +138,21 @@ def request_capabilities(agent: Agent, body: dict[str, Any]) -> dict[str, Any]:
     if approval is not None:
         data["approval"] = approval.to_wire()
     return data
+
+
+def revoke_grant(grant: CapabilityGrant, *, actor_type: str, actor_id: str = "") -> bool:
+    """End one live grant (the agent keeps its others). Returns False if it was not live."""
+    now = timezone.now()
+    with transaction.atomic():
+        changed = CapabilityGrant.objects.filter(
+            pk=grant.pk, status__in=[GrantStatus.ACTIVE, GrantStatus.PENDING]
+        ).update(status=GrantStatus.REVOKED, updated_at=now)
+        if changed:
+            audit.record(
+                "grant.revoked",
+                actor_type=actor_type,
+                actor_id=actor_id,
+                agent=grant.agent,
+                capability=grant.capability,
+            )
+    return bool(changed)

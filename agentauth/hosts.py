@@ -58,3 +58,13 @@ def create_host(
         if user is not None:
             lifecycle.link_host(host, user, actor_type=actor_type)
     return host
+
+
+def link(host: Host, user: Any, *, actor_type: str = "staff") -> list[str]:
+    """Server-side linking (spec §2.9): the host now acts for ``user``; its autonomous agents are
+    claimed. A host already linked to someone else must be unlinked first."""
+    with transaction.atomic():
+        locked = Host.objects.select_for_update().get(pk=host.pk)
+        if locked.status in (HostStatus.REVOKED, HostStatus.REJECTED):
+            raise ProtocolError("host_revoked", "A revoked or rejected host cannot be linked")
+        return lifecycle.link_host(locked, user, actor_type=actor_type)

@@ -394,3 +394,65 @@ def test_admin_sends_webauthn_capabilities_to_the_step_up_page(
     assert any(reverse("agentauth:approve", args=[live.pk]) in n for n in notes)
     agent.refresh_from_db()
     assert agent.status == AgentStatus.PENDING
+
+
+def test_link_host_action_claims_autonomous_agents(admin_client: Client, user: Any) -> None:
+    # Issue 5 admin: hosts with link / unlink / revoke; spec §2.9, §2.10
+    host, _ = make_host()
+    robot, _ = make_agent(host, mode="autonomous", grants=["check_balance"])
+    form = run_action(admin_client, "host", "link", [host.pk])
+    assert form.status_code == 200 and b"username" in form.content
+    response = admin_client.post(
+        changelist("host"),
+        {"action": "link", "_selected_action": [host.pk], "apply": "1", "username": "alice"},
+        follow=True,
+    )
+    assert any("1 autonomous agent(s) claimed" in m for m in messages_of(response))
+    host.refresh_from_db()
+    robot.refresh_from_db()
+    assert host.user == user and robot.status == AgentStatus.CLAIMED
+    assert AuditEvent.objects.filter(kind="host.linked", host_id=host.pk).exists()
+
+
+def test_link_refuses_a_host_linked_to_someone_else(
+    admin_client: Client, user: Any, django_user_model: Any
+) -> None:
+    django_user_model.objects.create_user(username="bob", password="x")
+    host, _ = make_host(user=user)
+    response = admin_client.post(
+        changelist("host"),
+        {"action": "link", "_selected_action": [host.pk], "apply": "1", "username": "bob"},
+        follow=True,
+    )
+    assert any("another user" in m for m in messages_of(response))
+    host.refresh_from_db()
+    assert host.user == user
+
+
+def test_revoke_a_single_grant(admin_client: Client, user: Any) -> None:
+    host, _ = make_host(user=user)
+    agent, _ = make_agent(host, grants=["check_balance", "read_only_note"])
+    grant = CapabilityGrant.objects.get(agent=agent, capability="check_balance")
+    run_action(admin_client, "capabilitygrant", "revoke", [grant.pk])
+    assert statuses(agent.pk) == {"check_balance": "revoked", "read_only_note": "active"}
+    assert AuditEvent.objects.filter(kind="grant.revoked", capability="check_balance").exists()
+
+
+def test_audit_log_filters_by_agent_host_user_capability(admin_client: Client, user: Any) -> None:
+    host, _ = make_host(user=user)
+    agent, _ = make_agent(host)
+    other, _ = make_agent(host)
+    AuditEvent.objects.create(kind="x", actor_type="agent", agent_id=agent.pk, capability="c1")
+    AuditEvent.objects.create(kind="x", actor_type="agent", agent_id=other.pk, capability="c2")
+    url = changelist("auditevent")
+    for query, expected in [
+        (f"?agent_id={agent.pk}", 1),
+        ("?capability=c2", 1),
+        (f"?host_id={host.pk}", 0),
+        ("?outcome=ok", 2),
+    ]:
+        response = admin_client.get(url + query)
+        assert response.status_code == 200, query
+        assert response.context["cl"].result_count == expected, query
+    page = admin_client.get(reverse("admin:agentauth_agent_change", args=[agent.pk]))
+    assert f"?agent_id={agent.pk}".encode() in page.content

@@ -284,6 +284,13 @@ def decide(
             unknown = sorted(chosen - pending_names)
             raise invalid_request(f"Not pending for this agent: {', '.join(unknown)}")
         if (
+            agent.mode == AgentMode.AUTONOMOUS
+            and actor_type != "staff"
+            and not approver.has_perm("agentauth.change_agent")
+        ):
+            # Spec §2.2.2: autonomous agents act for nobody; an administrator decides for them.
+            raise ProtocolError("unauthorized", "Only an administrator can decide for this agent")
+        if (
             agent.mode == AgentMode.DELEGATED
             and host.user_id is not None
             and host.user_id != approver.pk

@@ -70,3 +70,23 @@ def check_capabilities(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             )
         )
     return errors
+
+
+@register()
+def check_rate_limits(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """A bad rate would otherwise fail on every request of its scope."""
+    from .ratelimit import DEFAULT_RATES, Rate
+
+    errors: list[Any] = []
+    configured = getattr(settings, "AGENTAUTH_RATE_LIMITS", None) or {}
+    if not isinstance(configured, dict):
+        return [Error("AGENTAUTH_RATE_LIMITS must be a dict.", id="agentauth.E030")]
+    for scope, text in configured.items():
+        if scope not in DEFAULT_RATES:
+            errors.append(Error(f"Unknown rate-limit scope {scope!r}.", id="agentauth.E031"))
+        elif text is not None:
+            try:
+                Rate.parse(str(text))
+            except ValueError as exc:
+                errors.append(Error(str(exc), id="agentauth.E032"))
+    return errors

@@ -208,6 +208,14 @@ def _intersect_field(field: str, a: Any, b: Any) -> Any:
         out["not_in"] = unique
     if "min" in out and "max" in out and out["min"] > out["max"]:
         raise ContradictoryConstraints(f"'{field}' has min greater than max")
+    if (
+        "in" not in out  # an `in` list was already filtered by the bounds and not_in above
+        and "min" in out
+        and "max" in out
+        and out["min"] == out["max"]
+        and _member(out["min"], out.get("not_in", []))
+    ):
+        raise ContradictoryConstraints(f"'{field}' = {out['min']!r} is excluded by not_in")
     return out
 
 

@@ -49,7 +49,7 @@ class ParsedJWS:
         try:
             key.verify(self.signature, self.signing_input)
         except InvalidSignature:
-            raise invalid_jwt("JWT signature verification failed") from None
+            raise invalid_jwt() from None
 
 
 def _segment(text: str, what: str) -> bytes:

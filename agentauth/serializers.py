@@ -6,6 +6,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from django.utils import timezone
+
 from .capabilities import registry
 from .models import Agent, CapabilityGrant, GrantStatus
 
@@ -44,7 +46,13 @@ def grant(g: CapabilityGrant, *, include_granted_by: bool = True) -> dict[str, A
 
 def visible_grants(grants: Iterable[CapabilityGrant]) -> list[CapabilityGrant]:
     """Grants that exist on the wire: revoked rows are internal history (checklist Q9)."""
-    return [g for g in grants if g.status not in (GrantStatus.REVOKED, GrantStatus.EXPIRED)]
+    now = timezone.now()
+    return [
+        g
+        for g in grants
+        if g.status not in (GrantStatus.REVOKED, GrantStatus.EXPIRED)
+        and not (g.status == GrantStatus.ACTIVE and not g.is_effective(now))
+    ]
 
 
 def grants(items: Iterable[CapabilityGrant], **kwargs: Any) -> list[dict[str, Any]]:

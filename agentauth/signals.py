@@ -1,7 +1,8 @@
 """Signals sent by the domain functions, after the change is committed.
 
-Receivers run inside ``transaction.on_commit``: they never see a change that is later rolled
-back. Every signal is sent with ``sender`` set to the model class.
+State-change signals are sent from ``transaction.on_commit``: receivers never see a change that
+is later rolled back. ``capability_executed`` and ``capability_refused`` are sent when the call is
+answered (for async capabilities, when the job is accepted). ``sender`` is the model class.
 """
 
 from django.dispatch import Signal

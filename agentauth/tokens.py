@@ -153,7 +153,7 @@ def verify_host_jwt(
         if host.public_key is None:
             raise invalid_jwt("Host has no inline key")
         if presented is not None and keys.thumbprint(presented) != iss:
-            raise invalid_jwt("host_public_key does not match the registered host key")
+            raise invalid_jwt()
         public_key = keys.validate_public_jwk(host.public_key)
     elif allow_unknown:
         if presented is None:
@@ -162,7 +162,7 @@ def verify_host_jwt(
         if keys.thumbprint(public_key) != iss:
             raise invalid_jwt("JWT iss is not the thumbprint of host_public_key")
     else:
-        raise invalid_jwt("Unknown host")
+        raise invalid_jwt()
 
     parsed.verify(keys.public_key_from_jwk(public_key))
     until = _check_times(claims)
@@ -216,12 +216,12 @@ def verify_agent_jwt(
 
     agent = Agent.objects.select_related("host").filter(pk=sub).first()
     if agent is None:
-        raise invalid_jwt("Unknown agent")
+        raise invalid_jwt()
     host = agent.host
     # iss, when present, must name this agent's host (current key, or the previous one within
     # the rotation grace window). Without iss the host comes from ``sub`` (spec §4.5 step 4).
     if iss is not None and not _thumbprint_matches(host, iss):
-        raise invalid_jwt("JWT iss does not identify the agent's host")
+        raise invalid_jwt()
     if agent.public_key is None:
         raise invalid_jwt("Agent has no usable key")
     parsed.verify(keys.public_key_from_jwk(agent.public_key))

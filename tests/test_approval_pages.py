@@ -230,3 +230,19 @@ def test_connected_apps_need_csrf(user: Any) -> None:
     assert (
         client.post("/api/auth/connected", {"action": "revoke_agent", "id": "x"}).status_code == 403
     )
+
+
+def test_only_administrators_decide_for_autonomous_agents(
+    client: Client, api: Api, user: Any
+) -> None:
+    # checklist Q5, spec §2.2.2 — a signed-in person who is not staff cannot approve one.
+    reply = api.register(
+        Keypair.generate(),
+        body={"name": "Robot", "mode": "autonomous", "capabilities": ["check_balance"]},
+    )
+    client.force_login(user)
+    page = open_page(client, reply.body["approval"]["user_code"])
+    response = client.post(page, {"action": "approve", "capabilities": ["check_balance"]})
+    assert response.status_code == 403
+    assert Agent.objects.get().status == "pending"
+    assert Host.objects.get().status == "pending"

@@ -79,3 +79,13 @@ def test_discovery_rejects_other_methods_with_a_spec_body(client: Any) -> None:
     assert response.status_code == 405
     assert response.json()["error"] == "method_not_allowed"
     assert "GET" in response.headers["Allow"]
+
+
+def test_malformed_rate_limits_are_a_system_check_error(settings: Any) -> None:
+    from agentauth.checks import check_rate_limits
+
+    settings.AGENTAUTH_RATE_LIMITS = {"agent": "lots", "nope": "1/minute"}
+    ids = {e.id for e in check_rate_limits()}
+    assert ids == {"agentauth.E031", "agentauth.E032"}
+    settings.AGENTAUTH_RATE_LIMITS = {"agent": "10/minute", "ip": None}
+    assert check_rate_limits() == []

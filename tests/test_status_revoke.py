@@ -208,3 +208,13 @@ def test_no_pacing_once_nothing_is_pending(api: Api) -> None:
     agent, _ = make_agent(host)
     for _ in range(3):
         assert api.get("/agent/status", token=host_token(key), agent_id=agent.pk).status == 200
+
+
+def test_a_grant_past_its_expiry_is_not_shown_active(api: Api) -> None:
+    host, key = make_host()
+    agent, _ = make_agent(host, grants=["check_balance"])
+    from agentauth.models import CapabilityGrant
+
+    CapabilityGrant.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
+    body = api.get("/agent/status", token=host_token(key), agent_id=agent.pk).body
+    assert body["agent_capability_grants"] == []

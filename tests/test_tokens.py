@@ -509,3 +509,24 @@ def test_absolute_lifetime_revokes(settings: Any) -> None:
         raises("absolute_lifetime_exceeded", verify, agent_token(agent, key))
     agent.refresh_from_db()
     assert agent.status == AgentStatus.REVOKED
+
+
+def test_unknown_ids_and_bad_signatures_read_the_same(api: Api, known: Any) -> None:
+    # No enumeration of agent or host ids through error messages before the signature check.
+    host, _key, _agent_id = known
+    agent = type(host).objects.get(pk=host.pk).agents.get()
+    forged = Keypair.generate()
+    messages = {
+        code_and_message(lambda: verify(agent_token(agent, forged))),
+        code_and_message(
+            lambda: verify(agent_token(agent, forged, extra_claims={"sub": "agt_unknown"}))
+        ),
+        code_and_message(lambda: tokens.verify_host_jwt(host_token(Keypair.generate()))),
+    }
+    assert len(messages) == 1
+
+
+def code_and_message(call: Any) -> tuple[str, str]:
+    with pytest.raises(ProtocolError) as info:
+        call()
+    return info.value.code, info.value.message

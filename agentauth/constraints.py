@@ -113,6 +113,11 @@ def json_equal(a: Any, b: Any) -> bool:
 
 
 def _violates(op: str, bound: Any, actual: Any) -> bool:
+    # A stored bound of the wrong type (a hand-edited grant) admits nothing: fail closed.
+    if op in ("min", "max") and not is_number(bound):
+        return True
+    if op in ("in", "not_in") and not isinstance(bound, list):
+        return True
     if op == "max":
         return not (is_number(actual) and actual <= bound)
     if op == "min":

@@ -213,3 +213,9 @@ def test_intersections() -> None:
         with pytest.raises(ContradictoryConstraints):
             intersect(a, b)
     assert intersect(None, {"a": 1}) == {"a": 1} and intersect({"a": 1}, None) == {"a": 1}
+
+
+@pytest.mark.parametrize("spec", [{"max": "10"}, {"min": None}, {"in": "USD"}, {"not_in": 3}])
+def test_a_mistyped_stored_bound_fails_closed(spec: Any) -> None:
+    # A grant edited by hand outside parse(): never a crash, never a pass.
+    assert check({"f": spec}, {"f": "U"}) != []

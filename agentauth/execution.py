@@ -96,7 +96,10 @@ def authorize(
     constraints.check(grant.constraints, {})  # unknown operators first: 400, not 403 (E18)
     if schema:
         validate_arguments(cap, arguments)
+    # Server-imposed constraints bind every grant, including ones created before they were
+    # declared (spec §2.13: the tightest constraint from either source wins).
     violations = constraints.check(grant.constraints, arguments)
+    violations += constraints.check(dict(cap.constraints or {}) or None, arguments)
     if violations:
         raise ProtocolError("constraint_violated", violations=violations)
     return grant

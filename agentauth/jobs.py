@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.db import transaction
@@ -58,6 +59,12 @@ def run(job_id: str) -> None:
             )
         verified = VerifiedAgent(agent=agent, host=agent.host, claims={"jti": job.jti})
         result = execution.run_sync(verified, cap, dict(job.arguments))
+        try:
+            json.dumps(result)
+        except (TypeError, ValueError):
+            # Stored as JSON below: a non-JSON result would crash the task and leave the job
+            # pending for ever. Fail it as the sync path does.
+            raise ProtocolError("internal_error", "The capability returned non-JSON data") from None
     except ProtocolError as exc:
         error = exc.body()
     now = timezone.now()

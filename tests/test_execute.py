@@ -352,3 +352,15 @@ def test_stream_error_then_done(client: Any, agent: Any) -> None:
     assert got[0] == ("data", {"i": 0})
     assert got[1][0] == "error" and got[1][1]["error"] == "internal_error"
     assert got[-1] == ("done", {})
+
+
+def test_server_imposed_constraints_bind_older_grants(api: Api, user: Any) -> None:
+    # spec §2.13: a grant made before (or without) the server's cap is still held to it.
+    host, _ = make_host(user=user)
+    agent = make_agent(host, grants=["capped_transfer"])
+    reply = execute(api, agent, "capped_transfer", {"amount": 50000})
+    assert_error(reply, 403, "constraint_violated")
+    assert reply.body["violations"] == [
+        {"field": "amount", "constraint": {"max": 10000}, "actual": 50000}
+    ]
+    assert execute(api, agent, "capped_transfer", {"amount": 500}).status == 200

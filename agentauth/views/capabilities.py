@@ -101,9 +101,12 @@ class ListView(ProtocolView):
 def _limit(raw: str | None) -> int:
     if raw is None:
         return DEFAULT_LIMIT
-    if not raw.isdigit() or int(raw) < 1:
+    # ASCII digits only: str.isdigit() also accepts characters int() refuses ("²"), and int()
+    # refuses more than 4300 digits; both were 500s.
+    digits = raw.lstrip("0") if raw.isascii() and raw.isdigit() else ""
+    if not digits:
         raise invalid_request("'limit' must be a positive integer")
-    return min(int(raw), MAX_LIMIT)  # clamped to the cap (checklist Q63)
+    return MAX_LIMIT if len(digits) > len(str(MAX_LIMIT)) else min(int(digits), MAX_LIMIT)
 
 
 def _decode_cursor(cursor: str) -> str:
@@ -195,7 +198,13 @@ def _sse(events: Iterator[tuple[str, Any]], verified: VerifiedAgent) -> Iterator
             if agent.status != AgentStatus.ACTIVE or agent.host.status != HostStatus.ACTIVE:
                 yield _event("error", {"error": "agent_revoked", "message": "Agent revoked"})
                 break
-        yield _event(event, data)
+        try:
+            chunk = _event(event, data)
+        except (TypeError, ValueError):
+            # A chunk that is not JSON must not cut the stream short: error, then done (§5.11).
+            yield _event("error", {"error": "internal_error", "message": "Non-JSON stream data"})
+            break
+        yield chunk
         if event == "done":
             return
     yield _event("done", {})

@@ -151,3 +151,54 @@ def over_limit(ctx: Any) -> None:
 )
 def capped_transfer(ctx: Any, *, amount: float) -> dict[str, Any]:
     return {"sent": amount, "by": ctx.agent.pk}
+
+
+# --- more failure paths (tests/test_execute_async.py, tests/test_capability_api.py) ---------
+# Not public, so they never appear in anonymous listings that other tests compare.
+
+
+@capability(
+    "missing_record",
+    description="Looks up a record that does not exist",
+    approval_strength="none",
+    public=False,
+)
+def missing_record(ctx: Any) -> None:
+    raise LookupError("No record with that id")
+
+
+@capability(
+    "write_then_fail",
+    description="Writes an audit row, then fails",
+    approval_strength="none",
+    public=False,
+)
+def write_then_fail(ctx: Any) -> None:
+    from agentauth import audit
+
+    audit.record("test.side_effect", actor_type="agent", agent=ctx.agent)
+    raise RuntimeError("failed after writing")
+
+
+@capability(
+    "non_json_report",
+    description="An asynchronous job whose result is not JSON",
+    approval_strength="none",
+    public=False,
+    mode="async",
+)
+def non_json_report(ctx: Any) -> set[int]:
+    return {1, 2}
+
+
+@capability(
+    "non_json_stream",
+    description="A stream whose second chunk is not JSON",
+    approval_strength="none",
+    public=False,
+    mode="stream",
+)
+def non_json_stream(ctx: Any) -> Any:
+    yield {"i": 0}
+    yield {1, 2}
+    yield {"i": 2}

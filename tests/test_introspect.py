@@ -1,0 +1,242 @@
+"""POST /agent/introspect (spec §5.12; checklist I1-I6, Q2, Q3, Q14, S49).
+
+Complements the introspection section of tests/test_capability_api.py."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.core.cache import cache
+from django.utils import timezone
+
+from agentauth import lifecycle
+from agentauth.models import Agent, AgentMode, AgentStatus, CapabilityGrant, HostStatus
+from agentauth.testing import Keypair, agent_token, make_agent, make_host
+from tests.conftest import ISSUER, Api, assert_error
+
+pytestmark = pytest.mark.django_db
+
+EXECUTE = ISSUER + "/capability/execute"
+
+
+@pytest.fixture
+def agent(user: Any) -> Any:
+    host, _ = make_host(user=user)
+    return make_agent(host, grants=["check_balance", "read_only_note"])
+
+
+def introspect(api: Api, token: Any) -> Any:
+    return api.post("/agent/introspect", {"token": token})
+
+
+# --- jti: read-only ------------------------------------------------------------------------------
+
+
+def test_introspected_token_still_executes(api: Api, agent: Any) -> None:
+    # checklist Q3 — introspection does not record the jti, so the token is still unspent.
+    a, key = agent
+    token = agent_token(a, key)  # aud = issuer, which the default location accepts (Q1)
+    assert introspect(api, token).body["active"] is True
+    body = {"capability": "check_balance", "arguments": {"account_id": "acc_1"}}
+    executed = api.post("/capability/execute", body, token=token)
+    assert executed.status == 200 and executed.body["data"]["account_id"] == "acc_1"
+    # ...and execute did spend it.
+    assert_error(api.post("/capability/execute", body, token=token), 401, "invalid_jwt")
+
+
+def test_spent_token_still_introspects(api: Api, agent: Any) -> None:
+    # checklist Q3 — read-only: resource servers run their own replay checks.
+    a, key = agent
+    token = agent_token(a, key, audience=EXECUTE)
+    body = {"capability": "check_balance", "arguments": {"account_id": "acc_1"}}
+    assert api.post("/capability/execute", body, token=token).status == 200
+    assert introspect(api, token).body["active"] is True
+
+
+def test_introspection_does_not_slide_the_session(api: Api, agent: Any) -> None:
+    # checklist Q14 — only the agent's own requests extend its session.
+    a, key = agent
+    assert introspect(api, agent_token(a, key)).body["active"] is True
+    a.refresh_from_db()
+    assert a.last_used_at is None
+
+
+# --- inactive means exactly {"active": false} ----------------------------------------------------
+
+
+def forged_tokens(agent: Agent, key: Keypair) -> list[str]:
+    now = int(time.time())
+    return [
+        "a.b.c",
+        agent_token(agent, key, extra_claims={"iat": now - 120, "exp": now - 60}),  # expired
+        agent_token(agent, key, extra_claims={"nbf": now + 600}),  # not yet valid
+        agent_token(agent, key, extra_claims={"iat": now, "exp": now + 3600}),  # too long
+        agent_token(agent, key, extra_claims={"jti": None}),
+        agent_token(agent, key, extra_claims={"sub": "agt_nobody"}),
+        agent_token(agent, key, extra_claims={"capabilities": "check_balance"}),
+        agent_token(agent, key, extra_claims={"iss": Keypair.generate().thumbprint}),
+        agent_token(agent, key, audience=["https://a.example", ISSUER]),
+        agent_token(agent, Keypair.generate()),  # bad signature
+    ]
+
+
+def test_every_invalid_token_is_just_inactive(api: Api, agent: Any) -> None:
+    # spec: I3 — no reason, no identifiers.
+    a, key = agent
+    for token in forged_tokens(a, key):
+        reply = introspect(api, token)
+        assert reply.status == 200 and reply.body == {"active": False}, token
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"agent": {"status": AgentStatus.PENDING}},
+        {"agent": {"status": AgentStatus.EXPIRED}},
+        {"agent": {"status": AgentStatus.REJECTED}},
+        {"agent": {"status": AgentStatus.CLAIMED}},
+        {"agent": {"expires_at": timezone.now() - timedelta(seconds=1)}},  # session lapsed
+        {"agent": {"absolute_expires_at": timezone.now() - timedelta(seconds=1)}},
+        {"host": {"status": HostStatus.REVOKED}},
+        {"host": {"status": HostStatus.PENDING}},
+    ],
+)
+def test_inactive_agents_and_hosts(api: Api, agent: Any, change: dict[str, Any]) -> None:
+    # spec: I3 — active only if the agent (and its host) are active.
+    a, key = agent
+    if "agent" in change:
+        Agent.objects.filter(pk=a.pk).update(**change["agent"])
+    else:
+        type(a.host).objects.filter(pk=a.host_id).update(**change["host"])
+    assert introspect(api, agent_token(a, key)).body == {"active": False}
+
+
+def test_revoked_by_the_lifecycle(api: Api, agent: Any) -> None:
+    a, key = agent
+    token = agent_token(a, key)
+    lifecycle.revoke_agent(a, actor_type="host")
+    assert introspect(api, token).body == {"active": False}
+
+
+# --- the active body -----------------------------------------------------------------------------
+
+
+def test_only_effective_grants_are_listed(api: Api, agent: Any) -> None:
+    # checklist I6 — pending, denied, revoked and lapsed grants are not shown.
+    a, key = agent
+    CapabilityGrant.objects.create(agent=a, capability="transfer", status="pending")
+    CapabilityGrant.objects.create(agent=a, capability="close_account", status="denied")
+    CapabilityGrant.objects.create(agent=a, capability="count_up", status="revoked")
+    CapabilityGrant.objects.filter(capability="read_only_note").update(
+        expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    body = introspect(api, agent_token(a, key)).body
+    assert body["agent_capability_grants"] == [{"capability": "check_balance", "status": "active"}]
+
+
+def test_claim_narrows_but_never_adds(api: Api, agent: Any) -> None:
+    # spec: I4 — the JWT's capabilities claim filters the grants; it grants nothing.
+    a, key = agent
+    token = agent_token(a, key, capabilities=["read_only_note", "transfer"])
+    body = introspect(api, token).body
+    assert body["agent_capability_grants"] == [{"capability": "read_only_note", "status": "active"}]
+    # Present but empty (spec §4.3: "if present, ... not in this list") admits nothing.
+    empty = agent_token(a, key, extra_claims={"capabilities": []})
+    assert introspect(api, empty).body["agent_capability_grants"] == []
+
+
+def test_autonomous_agent_has_no_user(api: Api) -> None:
+    # spec: I4 — user_id only when the host is linked.
+    host, _ = make_host()
+    a, key = make_agent(host, mode=AgentMode.AUTONOMOUS, grants=["check_balance"])
+    body = introspect(api, agent_token(a, key)).body
+    assert body["active"] is True and body["mode"] == "autonomous" and "user_id" not in body
+    assert body["agent_id"] == a.pk and body["host_id"] == host.pk
+
+
+def test_expires_at_is_the_session_expiry(api: Api, agent: Any) -> None:
+    # spec: I4 — ISO 8601, the agent's current session end.
+    a, key = agent
+    body = introspect(api, agent_token(a, key)).body
+    a.refresh_from_db()
+    assert a.expires_at is not None
+    assert body["expires_at"] == a.expires_at.isoformat().replace("+00:00", "Z")
+
+
+def test_capability_location_audience_is_accepted(api: Api, agent: Any) -> None:
+    # checklist Q2 — a resource server introspects tokens made for its location; a location
+    # that is no capability's is not accepted.
+    a, key = agent
+    good = agent_token(a, key, audience="http://testserver/support/escalate")
+    bad = agent_token(a, key, audience="http://testserver/support/other")
+    assert introspect(api, good).body["active"] is True
+    assert introspect(api, bad).body == {"active": False}
+
+
+# --- the request ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body", [{"token": ""}, {"token": 5}, {"token": ["x"]}, {"token": "x", "hint": "agent"}]
+)
+def test_malformed_requests(api: Api, body: Any) -> None:
+    # spec: I1
+    assert_error(api.post("/agent/introspect", body), 400, "invalid_request")
+
+
+def test_form_encoding_is_refused(client: Any) -> None:
+    # spec: I1 — JSON body, unlike RFC 7662.
+    response = client.post(
+        "/api/auth/agent/introspect",
+        data="token=abc",
+        content_type="application/x-www-form-urlencoded",
+    )
+    assert response.status_code == 415 and response.json()["error"] == "invalid_request"
+
+
+def test_secret_is_checked_before_the_token(agent: Any, client: Any, settings: Any) -> None:
+    # spec: I5 — without the secret nothing about the token is revealed, not even "inactive".
+    settings.AGENTAUTH_INTROSPECTION_TOKENS = ["first", "second"]
+    a, key = agent
+
+    def call(secret: str | None, token: str) -> Any:
+        headers = {"HTTP_AUTHORIZATION": f"Bearer {secret}"} if secret else {}
+        return client.post(
+            "/api/auth/agent/introspect",
+            data={"token": token},
+            content_type="application/json",
+            **headers,
+        )
+
+    refused = call(None, "garbage")
+    assert refused.status_code == 401 and refused.json()["error"] == "authentication_required"
+    assert refused["WWW-Authenticate"].startswith("AgentAuth discovery=")
+    assert call("second", agent_token(a, key)).json()["active"] is True  # any listed secret
+    assert call("first", "garbage").json() == {"active": False}
+    assert call("firs", "garbage").status_code == 401
+
+
+def test_rate_limit_is_per_client_and_says_when(client: Any, settings: Any) -> None:
+    # spec: I5, S49
+    cache.clear()
+    settings.AGENTAUTH_RATE_LIMITS = {"introspect": "1/minute"}
+
+    def call(ip: str) -> Any:
+        return client.post(
+            "/api/auth/agent/introspect",
+            data={"token": "x"},
+            content_type="application/json",
+            REMOTE_ADDR=ip,
+        )
+
+    try:
+        assert call("10.0.0.1").status_code == 200
+        limited = call("10.0.0.1")
+        assert limited.status_code == 429 and limited.json()["error"] == "rate_limited"
+        assert 1 <= int(limited["Retry-After"]) <= 60
+        assert call("10.0.0.2").status_code == 200  # another client has its own budget
+    finally:
+        cache.clear()

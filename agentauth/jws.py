@@ -34,8 +34,13 @@ def _reject_constant(name: str) -> Any:
 
 
 def strict_json_loads(data: bytes | str) -> Any:
-    """``json.loads`` that refuses duplicate members and NaN/Infinity."""
-    return json.loads(data, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+    """``json.loads`` that refuses duplicate members, NaN/Infinity and lone surrogates."""
+    value = json.loads(data, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+    # A lone UTF-16 surrogate ("\ud800", or its raw bytes) is accepted by json.loads but is not
+    # Unicode text: it cannot be stored, hashed or logged as UTF-8 (RFC 8259 §8.2, RFC 7493
+    # §2.1). Re-encoding raises UnicodeEncodeError, a ValueError like any other bad JSON.
+    json.dumps(value, ensure_ascii=False).encode("utf-8")
+    return value
 
 
 @dataclass(frozen=True)

@@ -39,9 +39,14 @@ def b64url_decode(text: str) -> bytes:
         # value never has two spellings.
         raise ValueError("not unpadded base64url")
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError) as exc:
         raise ValueError("not a base64url string") from exc
+    if b64url_encode(raw) != text:
+        # Non-zero unused bits in the last character (RFC 4648 §3.5) would be a second spelling
+        # of the same bytes, e.g. of a JWS signature.
+        raise ValueError("not canonical base64url")
+    return raw
 
 
 def validate_public_jwk(jwk: Any, *, field: str = "public_key") -> dict[str, str]:

@@ -62,7 +62,8 @@ def _string_claim(claims: dict[str, Any], name: str, *, required: bool = True) -
     value = claims.get(name)
     if value is None and not required:
         return None
-    if not isinstance(value, str) or not value or len(value) > 256:
+    # NUL is refused too: PostgreSQL cannot store or compare it (a DataError, so a 500).
+    if not isinstance(value, str) or not value or len(value) > 256 or "\x00" in value:
         raise invalid_jwt(f"JWT claim '{name}' is missing or not a string")
     return value
 
@@ -71,7 +72,10 @@ def _number_claim(claims: dict[str, Any], name: str) -> float:
     value = claims.get(name)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise invalid_jwt(f"JWT claim '{name}' is missing or not a number")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # a JSON integer beyond float range, e.g. 10**400
+        raise invalid_jwt(f"JWT claim '{name}' is out of range") from None
 
 
 def _check_audience(claims: dict[str, Any], expected: Collection[str]) -> None:

@@ -28,7 +28,8 @@ from .base import ProtocolView, json_response, read_json_body
 
 def agent_of_host(agent_id: object, host: Host) -> Agent:
     """The agent named by the request, which MUST be registered under the calling host."""
-    if not isinstance(agent_id, str) or not agent_id or len(agent_id) > 64:
+    # NUL is refused: PostgreSQL cannot compare it (a DataError, so a 500).
+    if not isinstance(agent_id, str) or not agent_id or len(agent_id) > 64 or "\x00" in agent_id:
         raise invalid_request("'agent_id' is required and must be a string")
     agent = Agent.objects.filter(pk=agent_id).first()
     if agent is None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.http.response import HttpResponseBase
 from django.utils.decorators import method_decorator
@@ -94,6 +94,9 @@ class ProtocolView(View):
             return response
         except ProtocolError as exc:
             return error_response(exc)
+        except SuspiciousOperation:
+            # e.g. TooManyFieldsSent from request.GET: the client's fault, as Django answers it.
+            return error_response(invalid_request("Malformed request"))
         except Exception:
             # The body never leaks internals; the log keeps the traceback.
             logger.exception("agentauth: unhandled error in %s", request.path)

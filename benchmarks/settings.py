@@ -1,13 +1,31 @@
-"""Server settings for the load benchmark: the example project on PostgreSQL, limits off.
+"""Server settings for ``benchmarks.load``: the example project, production-like, limits off.
 
-The benchmark measures the cost of a request, so the per-agent and per-IP rate limits (which
-would refuse most of its traffic by design) are disabled here and nowhere else.
+``benchmarks.load`` sets these variables for the gunicorn it starts:
+
+- ``AGENTAUTH_BENCH_PORT``: the loopback port gunicorn binds (the issuer is derived from it);
+- ``AGENTAUTH_BENCH_DATABASE_URL``: ``postgres://...`` of the freshly created benchmark database;
+- ``AGENTAUTH_BENCH_CONN_MAX_AGE``: Django's ``CONN_MAX_AGE`` (seconds; 0 = one PostgreSQL
+  connection per request, Django's default).
+
+The benchmark measures what a request costs, so every rate limit is off here (the per-agent
+limit of 60/minute alone would refuse almost all of its executions) and nowhere else.
 """
 
+from __future__ import annotations
+
+import os
+
 from example_project.settings import *  # noqa: F403
+from example_project.settings import _database_from_url
+
+_PORT = int(os.environ.get("AGENTAUTH_BENCH_PORT", "8000"))
 
 DEBUG = False
 ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
+
+AGENTAUTH_ISSUER = f"http://127.0.0.1:{_PORT}/api/auth"
+# Autonomous agents asking for ticket.read (approval_strength "none") are active at once.
+AGENTAUTH_AUTONOMOUS_AUTO_APPROVE = ["ticket.read"]
 AGENTAUTH_RATE_LIMITS = {
     "ip": None,
     "register_unknown_host": None,
@@ -15,4 +33,25 @@ AGENTAUTH_RATE_LIMITS = {
     "agent": None,
     "introspect": None,
 }
-LOGGING = {"version": 1, "disable_existing_loggers": False, "root": {"level": "WARNING"}}
+
+DATABASES = {
+    "default": {
+        **_database_from_url(
+            os.environ.get(
+                "AGENTAUTH_BENCH_DATABASE_URL",
+                "postgres://postgres@127.0.0.1:5432/agentauth_bench",
+            )
+        ),
+        "CONN_MAX_AGE": int(os.environ.get("AGENTAUTH_BENCH_CONN_MAX_AGE", "0")),
+        "CONN_HEALTH_CHECKS": True,
+    }
+}
+
+# Celery stays eager (no broker): nothing on these two paths enqueues work.
+# Warnings and errors only, so the captured gunicorn log shows failures and not every request.
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": "WARNING"},
+}

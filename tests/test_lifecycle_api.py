@@ -500,3 +500,9 @@ def test_sweep_of_100000_agents_is_bounded(user: Any, django_assert_max_num_quer
     print(f"\nsweep of 100,000 agents: {time.perf_counter() - started:.2f} s")
     assert counts["agents_expired"] == 100_000
     assert Agent.objects.filter(status=AgentStatus.EXPIRED).count() == 100_000
+
+
+def test_host_rotation_to_the_same_key_is_refused(api: Api) -> None:
+    _, key = make_host()
+    reply = api.post("/host/rotate-key", {"public_key": key.public_jwk}, token=host_token(key))
+    assert_error(reply, 400, "invalid_request")

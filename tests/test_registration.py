@@ -437,3 +437,34 @@ def test_registration_is_audited(api: Api, host_key: Keypair) -> None:
     assert {"host.created", "agent.registered"} <= kinds
     event = AuditEvent.objects.get(kind="agent.registered")
     assert event.agent_id == reply.body["agent_id"] and event.actor_type == "host"
+
+
+@pytest.mark.parametrize(
+    "extra, code",
+    [
+        ({"n": "AQAB"}, "invalid_request"),  # a member no Ed25519 public key has
+        ({"alg": "RS256"}, "unsupported_algorithm"),
+    ],
+)
+def test_agent_jwk_members_are_checked(api: Api, host_key: Keypair, extra: Any, code: str) -> None:
+    # spec: J2, R4 — a key never carries data the server would silently drop.
+    from agentauth.testing import host_token
+
+    jwk = {**Keypair.generate().public_jwk, **extra}
+    token = host_token(host_key, extra_claims={"agent_public_key": jwk})
+    assert_error(api.post("/agent/register", {"name": "x"}, token=token), 400, code)
+
+
+def test_agent_jwks_delivery_is_refused_even_beside_an_inline_key(
+    api: Api, host_key: Keypair
+) -> None:
+    # checklist Q37: JWKS-delivered agent keys are not supported; never half-honoured.
+    from agentauth.testing import host_token
+
+    token = host_token(
+        host_key,
+        agent_public_key=Keypair.generate(),
+        extra_claims={"agent_jwks_url": "https://keys.example/jwks.json", "agent_kid": "k1"},
+    )
+    assert_error(api.post("/agent/register", {"name": "x"}, token=token), 400, "invalid_request")
+    assert not Agent.objects.exists()

@@ -113,22 +113,12 @@ class AgentAdmin(admin.ModelAdmin):
     def _decide(self, request: HttpRequest, agents: QuerySet[Agent], **kwargs: Any) -> None:
         done = 0
         for agent in agents.select_related("host"):
-            if (
-                agent.mode == "delegated"
-                and agent.status == "pending"
-                and agent.host.user_id is None
-                and not kwargs.get("reject")
-            ):
-                # Approving would link the host to the staff member (spec §2.9). The person the
-                # agent acts for approves on the device page, or an operator runs
-                # ``agentauth_approve --user <them>``.
-                self.message_user(
-                    request,
-                    f"{agent}: its host is not linked to a user; the user it acts for must "
-                    "approve it (device page or agentauth_approve --user).",
-                    messages.WARNING,
-                )
-                continue
+            if not kwargs.get("reject"):
+                try:
+                    approvals.ensure_staff_may_approve(agent)
+                except ProtocolError as exc:
+                    self.message_user(request, f"{agent}: {exc.message}", messages.WARNING)
+                    continue
             chosen = kwargs.get("approve")
             if chosen is None:
                 pending = agent.grants.filter(status=GrantStatus.PENDING)

@@ -432,3 +432,18 @@ def pace_polling(agent: Agent) -> None:
             status=429,
             headers={"Retry-After": str(live)},
         )
+
+
+def ensure_staff_may_approve(agent: Agent) -> None:
+    """Staff never approve a delegated agent of an unlinked host: approving links the host to
+    the approver (spec §2.9), which must be the person the agent acts for."""
+    if (
+        agent.mode == AgentMode.DELEGATED
+        and agent.status == AgentStatus.PENDING
+        and agent.host.user_id is None
+    ):
+        raise ProtocolError(
+            "unauthorized",
+            "Its host is not linked to a user; the user it acts for must approve it (device "
+            "page or agentauth_approve --user).",
+        )

@@ -109,7 +109,7 @@ def validate_arguments(cap: Capability, arguments: dict[str, Any]) -> None:
     """Arguments must match the input schema; stale or wrong shapes are 400 (spec §5.2.1)."""
     if cap.input is None:
         return
-    validator = jsonschema.Draft202012Validator(cap.input)
+    validator = _validator(cap)
     error = jsonschema.exceptions.best_match(validator.iter_errors(arguments))
     if error is not None:
         path = "/".join(str(p) for p in error.absolute_path)
@@ -118,6 +118,17 @@ def validate_arguments(cap: Capability, arguments: dict[str, Any]) -> None:
             schema_path="/".join(str(p) for p in error.absolute_schema_path),
             field=path or None,
         )
+
+
+_validators: dict[tuple[str, int], Any] = {}
+
+
+def _validator(cap: Capability) -> Any:
+    """Compiled once per declared schema, not on every call (the execute hot path)."""
+    key = (cap.name, id(cap.input))
+    if key not in _validators:
+        _validators[key] = jsonschema.Draft202012Validator(cap.input)
+    return _validators[key]
 
 
 def handler_error(exc: Exception) -> ProtocolError:

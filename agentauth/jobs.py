@@ -9,12 +9,12 @@ from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
-from . import execution, lifecycle
+from . import execution
 from .capabilities import Capability, registry
 from .conf import app_settings
 from .errors import ProtocolError
-from .models import AgentStatus, Execution, ExecutionStatus, HostStatus
-from .tokens import VerifiedAgent
+from .models import Execution, ExecutionStatus
+from .tokens import VerifiedAgent, ensure_may_act
 
 
 def status_url(job: Execution) -> str:
@@ -46,12 +46,7 @@ def run(job_id: str) -> None:
     result: Any = None
     error: dict[str, Any] | None = None
     try:
-        lifecycle.evaluate_clocks(agent)
-        if agent.status != AgentStatus.ACTIVE or agent.host.status != HostStatus.ACTIVE:
-            raise ProtocolError(
-                "agent_revoked" if agent.status == "revoked" else "unauthorized",
-                "The agent is no longer active",
-            )
+        ensure_may_act(agent, agent.host)
         cap = registry.get(job.capability)
         if cap is None:
             raise ProtocolError(

@@ -180,7 +180,10 @@ def verify_host_jwt(
         if host.status == HostStatus.PENDING and not allow_pending:
             raise ProtocolError("host_pending")
         ratelimit.hit("host", host.pk)
-        Host.objects.filter(pk=host.pk).update(last_used_at=timezone.now())
+        now = timezone.now()
+        # Informational (spec §3.1): one write per half minute, not one per request.
+        if host.last_used_at is None or (now - host.last_used_at).total_seconds() >= 30:
+            Host.objects.filter(pk=host.pk).update(last_used_at=now)
     return VerifiedHost(host=host, thumbprint=iss, public_key=public_key, claims=claims)
 
 
@@ -234,6 +237,14 @@ def verify_agent_jwt(
     if consume:
         replay.consume(AGENT_TYP, agent.pk, jti, until)
 
+    ensure_may_act(agent, host)
+    return VerifiedAgent(agent=agent, host=host, claims=claims)
+
+
+def ensure_may_act(agent: Agent, host: Host) -> None:
+    """Apply the clocks, then refuse unless agent and host are both active (spec §2.3, Q32),
+    with the state's own code. Used at authentication and whenever work resumes later (async
+    jobs, long streams), so every path gives the same answer."""
     lifecycle.evaluate_clocks(agent)
     if agent.status == AgentStatus.REVOKED:
         code = (
@@ -246,4 +257,3 @@ def verify_agent_jwt(
         raise ProtocolError(_AGENT_STATE_ERRORS.get(AgentStatus(agent.status), "unauthorized"))
     if host.status != HostStatus.ACTIVE:
         raise ProtocolError(_HOST_STATE_ERRORS.get(HostStatus(host.status), "unauthorized"))
-    return VerifiedAgent(agent=agent, host=host, claims=claims)

@@ -31,7 +31,6 @@ from ..capabilities import registry
 from ..errors import ProtocolError
 from ..models import (
     Agent,
-    AgentMode,
     AgentStatus,
     ApprovalRequest,
     ApprovalStatus,
@@ -128,12 +127,8 @@ def approve(request: HttpRequest, approval_id: str) -> HttpResponse:
         if action != "approve":
             raise ProtocolError("invalid_request", "Choose approve or deny")
         chosen = [n for n in request.POST.getlist("capabilities") if n in names]
-        if as_staff and agent.mode == AgentMode.DELEGATED and agent.host.user_id is None:
-            raise ProtocolError(
-                "unauthorized",
-                "Only the person this agent acts for can approve it: their approval links the "
-                "host to their account.",
-            )
+        if as_staff:
+            approvals.ensure_staff_may_approve(agent)
         approvals.check_approver(request.session, request.user, approval, chosen)
         decision = approvals.decide(agent, approver=request.user, approve=chosen, actor_type=actor)
         webauthn.consume_stepup(request.session)

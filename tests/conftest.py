@@ -1,10 +1,41 @@
-"""Shared fixtures. Host/agent fixtures built on agentauth.testing come with those modules."""
+"""Shared fixtures and the hypothesis profiles.
+
+Hypothesis profiles (chosen with ``HYPOTHESIS_PROFILE``, default ``dev``):
+
+- ``dev``: a small budget for ``make test``, derandomized, no example database: the same commit
+  always runs the same examples, on a laptop and in every CI tier alike.
+- ``ci``: the full budget, derandomized, no example database. ``.ci/run`` uses it once, in its
+  first tier, so the full fuzz budget runs once per CI run rather than once per tier.
+- ``explore``: the full budget with fresh randomness and an example database under
+  ``.hypothesis/`` (git-ignored), for hunting new failures locally. Never used in CI.
+
+Tests take ``max_examples`` from the profile only; a test that needs "at least N requests" reads
+``settings().max_examples``.
+"""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis.database import DirectoryBasedExampleDatabase
+
+_COMMON: dict[str, Any] = {
+    "deadline": None,
+    "suppress_health_check": [HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    "print_blob": True,
+}
+settings.register_profile("dev", max_examples=30, derandomize=True, database=None, **_COMMON)
+settings.register_profile("ci", max_examples=200, derandomize=True, database=None, **_COMMON)
+settings.register_profile(
+    "explore",
+    max_examples=200,
+    database=DirectoryBasedExampleDatabase(".hypothesis/examples"),
+    **_COMMON,
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import math
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from agentauth.capabilities import Capability
@@ -84,14 +84,12 @@ def oracle(constraints: dict[str, Any], arguments: dict[str, Any]) -> bool:
     return True
 
 
-@settings(max_examples=400, deadline=None)
 @given(constraint_sets, argument_sets)
 def test_check_agrees_with_the_spec(constraints: Any, arguments: Any) -> None:
     # P1 + P2: soundness and completeness against the oracle.
     assert (check(constraints, arguments) == []) == oracle(constraints, arguments)
 
 
-@settings(max_examples=400, deadline=None)
 @given(constraint_sets, constraint_sets, argument_sets)
 def test_narrowing_never_widens(a: Any, b: Any, arguments: Any) -> None:
     # CN8, CN12, S55: what the intersection accepts, both sides accept.
@@ -103,7 +101,6 @@ def test_narrowing_never_widens(a: Any, b: Any, arguments: Any) -> None:
         assert check(a, arguments) == [] and check(b, arguments) == []
 
 
-@settings(max_examples=400, deadline=None)
 @given(constraint_sets, constraint_sets, argument_sets)
 def test_intersection_keeps_what_both_allow(a: Any, b: Any, arguments: Any) -> None:
     # The intersection is exact: it refuses nothing both sides would accept.
@@ -111,7 +108,6 @@ def test_intersection_keeps_what_both_allow(a: Any, b: Any, arguments: Any) -> N
         assert check(intersect(a, b), arguments) == []
 
 
-@settings(max_examples=200, deadline=None)
 @given(constraint_sets, st.dictionaries(st.text(max_size=3), st.from_type(object), max_size=3))
 def test_check_never_raises_on_any_arguments(constraints: Any, arguments: Any) -> None:
     assert isinstance(check(constraints, arguments), list)

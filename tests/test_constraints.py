@@ -18,7 +18,7 @@ from fractions import Fraction
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from agentauth.capabilities import Capability
@@ -781,8 +781,6 @@ def test_intersect_does_not_mutate_its_inputs() -> None:
 # Properties
 # =================================================================================================
 
-PROPS = settings(max_examples=300, deadline=None)
-
 # Small pools make overlaps (and therefore satisfiable and contradictory pairs) common; the broad
 # strategies keep the odd corners (huge ints, subnormal floats, unicode) in play.
 numbers = st.one_of(
@@ -961,14 +959,12 @@ def oracle_allows(c: dict[str, Any] | None, args: dict[str, Any]) -> bool:
 # --- the properties --------------------------------------------------------------------------
 
 
-@PROPS
 @given(c=constraint_sets())
 def test_generated_constraints_are_valid_grants(c: dict[str, Any]) -> None:
     # the strategies produce exactly what parse() accepts (CN3-CN5, CN11), unchanged
     assert parse(c, capability(*FIELDS)) == (c or None)
 
 
-@PROPS
 @given(c=constraint_sets(), data=st.data())
 def test_p1_soundness(c: dict[str, Any], data: Any) -> None:
     # P1 spec: CN3, CN4, CN5, CN10; checklist Q28 -- an empty violation list means every
@@ -997,7 +993,6 @@ def test_p1_soundness(c: dict[str, Any], data: Any) -> None:
                 assert key not in [jkey(item) for item in bound]
 
 
-@PROPS
 @given(c=constraint_sets(), data=st.data())
 def test_p2_completeness(c: dict[str, Any], data: Any) -> None:
     # P2 spec: CN4 -- whatever the spec's table allows, check() allows
@@ -1006,7 +1001,6 @@ def test_p2_completeness(c: dict[str, Any], data: Any) -> None:
         assert check(c, args) == []
 
 
-@PROPS
 @given(c=constraint_sets(), data=st.data())
 def test_violation_list_matches_the_oracle(c: dict[str, Any], data: Any) -> None:
     # spec: CN9, CN13 -- the exact list: one entry per violated operator, in constraint order,
@@ -1019,7 +1013,6 @@ def _accepts(c: dict[str, Any] | None, args: dict[str, Any]) -> bool:
     return check(c, args) == []
 
 
-@PROPS
 @given(pair=pairs, data=st.data())
 def test_p3_narrowing_never_widens(pair: Any, data: Any) -> None:
     # P3 spec: §2.13 / CN8 "MUST NOT widen", CN12 -- the combination admits nothing either side
@@ -1037,7 +1030,6 @@ def test_p3_narrowing_never_widens(pair: Any, data: Any) -> None:
             assert _accepts(b, args), args
 
 
-@PROPS
 @given(pair=pairs, data=st.data())
 def test_p4_intersection_is_exact(pair: Any, data: Any) -> None:
     # P4 spec: CN12 -- "tightest wins", but no tighter: what both allow, the combination allows,
@@ -1077,7 +1069,6 @@ def satisfied_by(draw: Any, args: dict[str, Any]) -> dict[str, Any]:
     return c
 
 
-@PROPS
 @given(args=arguments_for(), data=st.data())
 def test_p4_common_arguments_survive_intersection(args: dict[str, Any], data: Any) -> None:
     # P4, aimed: two grants built around the same arguments always intersect to one that
@@ -1119,7 +1110,6 @@ def jointly_satisfiable(x: Any, y: Any) -> bool:
     return True  # infinitely many numbers in range, finitely many excluded
 
 
-@PROPS
 @given(pair=pairs)
 def test_contradiction_iff_unsatisfiable(pair: Any) -> None:
     # spec: CN12, checklist Q28g -- intersect refuses exactly the pairs that leave some shared
@@ -1135,7 +1125,6 @@ def test_contradiction_iff_unsatisfiable(pair: Any) -> None:
     assert refused is expected
 
 
-@PROPS
 @given(pair=pairs, data=st.data())
 def test_p5_intersection_is_symmetric(pair: Any, data: Any) -> None:
     # P5 spec: CN12 -- agent ∩ server and server ∩ agent mean the same grant
@@ -1152,7 +1141,6 @@ def test_p5_intersection_is_symmetric(pair: Any, data: Any) -> None:
     assert outcome(a, b) == outcome(b, a)
 
 
-@PROPS
 @given(pair=pairs)
 def test_intersection_is_a_valid_grant(pair: Any) -> None:
     # spec: CN8, CN11, CN12 -- a combined grant is itself storable: it passes grant-time
@@ -1166,7 +1154,6 @@ def test_intersection_is_a_valid_grant(pair: Any) -> None:
     assert set(both or {}) == set(a) | set(b)
 
 
-@PROPS
 @given(c=constraint_sets(), junk=st.dictionaries(st.sampled_from(FIELDS), scalars, min_size=1))
 def test_intersection_with_itself_changes_nothing(c: dict[str, Any], junk: Any) -> None:
     # spec: CN12 -- c ∩ c accepts exactly what c accepts (a satisfiable c is never contradictory)
@@ -1192,7 +1179,6 @@ json_values = st.recursive(
 )
 
 
-@PROPS
 @given(
     c=constraint_sets(),
     args=st.dictionaries(
@@ -1216,7 +1202,6 @@ def test_p6_check_never_raises(c: dict[str, Any], args: dict[str, Any]) -> None:
     assert got == expected_violations(c, args)
 
 
-@PROPS
 @given(
     c=constraint_sets(),
     extra=st.dictionaries(

@@ -31,7 +31,7 @@ import jwt
 import pytest
 from django.db import transaction
 from django.test import Client
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agentauth.client.tokens import sign_agent_jwt, sign_host_jwt
@@ -41,13 +41,9 @@ pytestmark = pytest.mark.django_db
 
 ISSUER = "http://testserver/api/auth"
 BODY_LIMIT = 64 * 1024
-MIN_REQUESTS = 200
+#: Every example of the active hypothesis profile must reach its endpoint (see conftest.py).
+MIN_REQUESTS = settings().max_examples
 ERROR_CODE = re.compile(r"[a-z_]+")
-FUZZ = settings(
-    max_examples=MIN_REQUESTS,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
 
 #: The registered host signs with HOST_KEY; STRANGER_KEY is a real key no host uses.
 HOST_KEY = Keypair.generate()
@@ -259,12 +255,11 @@ def fuzz(
     endpoint: Endpoint, strategy: st.SearchStrategy[Any], check: Callable[[Any], None]
 ) -> Counter[int]:
     """Run ``check`` on FUZZ examples of ``strategy``; fail unless each example reached the
-    endpoint, so "200 requests per endpoint" is measured rather than assumed. Returns how
+    endpoint, so "max_examples requests per endpoint" is measured rather than assumed. Returns how
     often each status was answered."""
     before = SENT[endpoint.name]
     statuses_before = STATUSES.copy()
 
-    @FUZZ
     @given(strategy)
     def run(case: Any) -> None:
         with rolled_back():
@@ -729,13 +724,13 @@ def test_valid_token_fuzzed_body(
                 assert_error(reply, 415, "invalid_request")
             elif not parses_to_object(body):
                 assert_error(reply, 400, "invalid_request")
+        json_ok = request.content_type == "application/json" or not body
         if endpoint is STATUS and request.query in (f"agent_id={agent.pk}",):
             assert reply.status == 200 and reply.body["agent_id"] == agent.pk, reply.body
         if endpoint is STATUS and request.query == f"agent_id={foreign.pk}":
             assert_error(reply, 403, "unauthorized")
-        if endpoint is REVOKE and body == encode_json({"agent_id": agent.pk}, True):
+        if endpoint is REVOKE and body == encode_json({"agent_id": agent.pk}, True) and json_ok:
             assert reply.body == {"agent_id": agent.pk, "status": "revoked"}
-        json_ok = request.content_type == "application/json" or not body
         if endpoint is HOST_REVOKE and body in (b"", b"{}") and json_ok:
             assert reply.status == 200 and reply.body["status"] == "revoked", reply.body
         if replay:
@@ -879,7 +874,7 @@ def test_forged_claims(client: Client, parties: dict[str, Any], endpoint: Endpoi
             assert_error(reply, 401, "invalid_jwt")
 
     fuzz(endpoint, forgeries(), check)
-    assert seen[True] >= 20 and seen[False] >= 20, seen
+    assert min(seen[True], seen[False]) >= MIN_REQUESTS // 10, seen
 
 
 # --- 4. a fixed corpus: methods, sizes, bodies, content types, tokens ------------------------

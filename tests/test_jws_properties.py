@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
 from agentauth import jws, keys
@@ -29,11 +29,6 @@ from agentauth.tokens import AGENT_TYP, HOST_TYP, bearer_token, verify_agent_jwt
 ISSUER = "http://testserver/api/auth"
 B64URL_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 THUMBPRINT = re.compile(r"[A-Za-z0-9_-]{43}")
-PROPERTIES = settings(
-    max_examples=300,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
 
 
 def b64(data: bytes) -> str:
@@ -137,7 +132,6 @@ arbitrary_tokens = st.one_of(
 # --- jws.parse ------------------------------------------------------------------------------
 
 
-@PROPERTIES
 @given(arbitrary_tokens)
 @example("..")
 @example("a.b.c")
@@ -147,7 +141,6 @@ def test_parse_returns_a_jws_or_refuses_with_invalid_jwt(token: Any) -> None:
     parse_or_refuse(token)
 
 
-@PROPERTIES
 @given(
     st.dictionaries(st.text(max_size=10), json_values, max_size=6),
     json_objects,
@@ -185,7 +178,6 @@ extra_headers = st.dictionaries(
 )
 
 
-@PROPERTIES
 @given(keypairs, keypairs, extra_claims, extra_headers)
 def test_signed_token_round_trips_and_verifies_only_with_its_key(
     key: Keypair, other: Keypair, claims: dict[str, Any], header_extra: dict[str, Any]
@@ -233,7 +225,6 @@ def verifies(token: str, key: Keypair) -> bool:
     return True
 
 
-@PROPERTIES
 @given(keypairs, extra_claims, st.sampled_from([0, 1, 2]), st.data())
 def test_changing_one_character_never_verifies(
     key: Keypair, claims: dict[str, Any], segment: int, data: Any
@@ -303,13 +294,11 @@ typ_lookalikes = st.one_of(
 )
 
 
-@PROPERTIES
 @given(typ_lookalikes, st.sampled_from([HOST_TYP, AGENT_TYP]))
 def test_typ_matches_media_type_rules(typ: str, expected: str) -> None:
     assert jws.typ_matches({"typ": typ}, expected) == accepted(typ, expected)
 
 
-@PROPERTIES
 @given(typ_spellings)
 def test_typ_accepts_every_case_and_the_application_prefix(typ: str) -> None:
     expected = ascii_lower(typ).removeprefix("application/")
@@ -318,7 +307,6 @@ def test_typ_accepts_every_case_and_the_application_prefix(typ: str) -> None:
     assert not jws.typ_matches({"typ": typ}, other)
 
 
-@PROPERTIES
 @given(json_values.filter(lambda v: not isinstance(v, str)))
 def test_typ_must_be_a_string(value: Any) -> None:
     assert not jws.typ_matches({"typ": value}, HOST_TYP)
@@ -328,7 +316,6 @@ def test_typ_must_be_a_string(value: Any) -> None:
 # --- thumbprints ----------------------------------------------------------------------------
 
 
-@PROPERTIES
 @given(keypairs, st.data())
 def test_thumbprint_is_rfc7638_and_ignores_member_order(key: Keypair, data: Any) -> None:
     jwk = key.public_jwk
@@ -369,7 +356,6 @@ authorization_headers = st.one_of(
 )
 
 
-@PROPERTIES
 @given(authorization_headers)
 def test_bearer_token_extracts_or_refuses(header: str) -> None:
     request: Any = SimpleNamespace(META={"HTTP_AUTHORIZATION": header})
@@ -384,7 +370,6 @@ def test_bearer_token_extracts_or_refuses(header: str) -> None:
 
 
 @pytest.mark.django_db
-@PROPERTIES
 @given(arbitrary_tokens.filter(lambda t: isinstance(t, str)))
 def test_verification_of_arbitrary_text_is_invalid_jwt(token: str) -> None:
     for verify in (
@@ -409,7 +394,6 @@ out_of_range = st.sampled_from(
 
 
 @pytest.mark.django_db
-@PROPERTIES
 @given(
     keypairs,
     st.one_of(

@@ -1,7 +1,7 @@
 """Malformed input never gets a 5xx (issue 2 acceptance; spec §5.13, ER1-ER8).
 
-Hypothesis throws at least 200 generated requests at every protocol endpoint: arbitrary bytes,
-arbitrary JSON, wrong types for known fields, unknown fields, wrong content types, garbage or
+Hypothesis throws the profile's ``max_examples`` generated requests at every protocol endpoint:
+arbitrary bytes, arbitrary JSON, wrong types for known fields, unknown fields, wrong content types, garbage or
 forged JWTs, and valid JWTs with fuzzed bodies. Every answer must be a spec-shaped error (or a
 success for the odd valid request), never a 5xx or an HTML page.
 """
@@ -16,18 +16,13 @@ import uuid
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from agentauth.testing import Keypair, agent_token, host_token, make_agent, make_host
 
 pytestmark = pytest.mark.django_db
 CODE = re.compile(r"^[a-z_]+$")
-EXAMPLES = settings(
-    max_examples=200,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
 
 
 def b64(data: bytes) -> str:
@@ -140,7 +135,6 @@ GET_ENDPOINTS = [
 
 
 @pytest.mark.parametrize("path", POST_ENDPOINTS)
-@EXAMPLES
 @given(body=bodies, ctype=content_types, auth=st.none() | garbage_auth)
 def test_post_endpoints_with_garbage(
     client: Any, path: str, body: Any, ctype: str, auth: Any
@@ -149,7 +143,6 @@ def test_post_endpoints_with_garbage(
 
 
 @pytest.mark.parametrize("path", GET_ENDPOINTS)
-@EXAMPLES
 @given(
     query=st.dictionaries(st.text(max_size=10), st.text(max_size=30), max_size=3),
     auth=st.none() | garbage_auth,
@@ -160,7 +153,6 @@ def test_get_endpoints_with_garbage(client: Any, path: str, query: Any, auth: An
 
 
 @pytest.mark.parametrize("path", POST_ENDPOINTS[:3] + POST_ENDPOINTS[5:8])
-@EXAMPLES
 @given(
     body=bodies,
     claims=st.dictionaries(
@@ -183,7 +175,6 @@ def test_valid_host_jwts_with_fuzzed_claims_and_bodies(
 @pytest.mark.parametrize(
     "path", ["/api/auth/capability/execute", "/api/auth/agent/request-capability"]
 )
-@EXAMPLES
 @given(body=bodies)
 def test_valid_agent_jwts_with_fuzzed_bodies(client: Any, path: str, body: Any) -> None:
     host, _ = make_host()

@@ -18,7 +18,7 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.utils.html import format_html
 
-from . import approvals, grants, hosts, lifecycle
+from . import agents, approvals, grants, hosts
 from .errors import ProtocolError
 from .models import (
     Agent,
@@ -186,7 +186,7 @@ class AgentAdmin(admin.ModelAdmin):
     @admin.action(description="Revoke", permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[Agent]) -> None:
         count = sum(
-            lifecycle.revoke_agent(a, actor_type="staff", actor_id=str(request.user.pk))
+            agents.revoke_agent(a, actor_type="staff", actor_id=str(request.user.pk))
             for a in queryset
         )
         self.message_user(request, f"Revoked {count} agent(s).", messages.SUCCESS)
@@ -221,14 +221,14 @@ class HostAdmin(admin.ModelAdmin):
         return False  # use agentauth_create_host: it validates the key and computes the id
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
-        # Linking goes through lifecycle.link_host (it claims autonomous agents), never a form.
+        # Linking goes through hosts.link_host (it claims autonomous agents), never a form.
         return (*self.readonly_fields, "user")
 
     @admin.action(description="Revoke (cascades to its agents)", permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[Host]) -> None:
         total = 0
         for host in queryset:
-            total += lifecycle.revoke_host(host, actor_type="staff", actor_id=str(request.user.pk))
+            total += hosts.revoke_host(host, actor_type="staff", actor_id=str(request.user.pk))
         self.message_user(
             request, f"Revoked {queryset.count()} host(s) and {total} agent(s).", messages.SUCCESS
         )
@@ -278,7 +278,7 @@ class HostAdmin(admin.ModelAdmin):
         revoked = 0
         for host in queryset.exclude(user=None):
             revoked += len(
-                lifecycle.unlink_host(host, actor_type="staff", actor_id=str(request.user.pk))
+                hosts.unlink_host(host, actor_type="staff", actor_id=str(request.user.pk))
             )
         self.message_user(request, f"Unlinked; {revoked} delegated agent(s) revoked.")
 

@@ -19,12 +19,13 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from . import audit, lifecycle, policy, signals
+from . import audit, clocks, hosts, policy, signals
 from . import constraints as constraint_rules
 from .capabilities import registry
 from .conf import app_settings
 from .errors import ProtocolError, invalid_request
 from .models import (
+    NON_TERMINAL_AGENT_STATES,
     Agent,
     AgentMode,
     AgentStatus,
@@ -393,9 +394,9 @@ def _activate(agent: Agent, host: Host, approver: Any, actor_type: str, now: Any
     if agent.mode == AgentMode.DELEGATED:
         if host.user_id is None:
             # Approving a delegated registration links the host to the approver (spec §2.9).
-            lifecycle.link_host(host, approver, actor_type=actor_type)
+            hosts.link_host(host, approver, actor_type=actor_type)
         agent.user_id = host.user_id
-    lifecycle.activate(agent, now)
+    clocks.activate(agent, now)
     agent.save(
         update_fields=["status", "user", "activated_at", "last_used_at", "expires_at", "updated_at"]
     )
@@ -405,7 +406,7 @@ def _reject_host(host: Host, now: Any) -> None:
     """A host whose first connection was denied is rejected, with its agents (spec §2.11)."""
     host.status = HostStatus.REJECTED
     host.save(update_fields=["status", "updated_at"])
-    Agent.objects.filter(host=host, status__in=lifecycle.NON_TERMINAL_AGENT_STATES).update(
+    Agent.objects.filter(host=host, status__in=NON_TERMINAL_AGENT_STATES).update(
         status=AgentStatus.REJECTED, updated_at=now
     )
     ApprovalRequest.objects.filter(agent__host=host, status=ApprovalStatus.PENDING).update(

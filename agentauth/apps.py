@@ -25,7 +25,7 @@ class AgentAuthConfig(AppConfig):
 
 
 def _user_deleted(sender: object, instance: object, **kwargs: object) -> None:
-    from .lifecycle import user_deleted
+    from .agents import user_deleted
 
     user_deleted(instance)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from django.http import HttpRequest
 
-from . import execution, lifecycle, ratelimit
+from . import clocks, execution, ratelimit
 from .capabilities import registry
 from .conf import app_settings
 from .errors import ProtocolError, invalid_request
@@ -31,7 +31,7 @@ def expected_audiences(request: HttpRequest) -> set[str]:
 def authenticate(request: HttpRequest) -> VerifiedAgent:
     verified = verify_agent_jwt(bearer_token(request), audiences=expected_audiences(request))
     ratelimit.hit("agent", verified.agent.pk)
-    lifecycle.touch(verified.agent)
+    clocks.touch(verified.agent)
     return verified
 
 

@@ -30,6 +30,7 @@ class AgentStatus(models.TextChoices):
 
 
 TERMINAL_AGENT_STATES = (AgentStatus.REVOKED, AgentStatus.REJECTED, AgentStatus.CLAIMED)
+NON_TERMINAL_AGENT_STATES = (AgentStatus.ACTIVE, AgentStatus.PENDING, AgentStatus.EXPIRED)
 TERMINAL_HOST_STATES = (HostStatus.REVOKED, HostStatus.REJECTED)
 
 

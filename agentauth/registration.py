@@ -13,7 +13,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from . import audit, keys, lifecycle, policy, serializers, signals
+from . import audit, clocks, keys, policy, serializers, signals
 from .approvals import IssuedApproval, open_request
 from .conf import app_settings
 from .errors import ProtocolError, invalid_request
@@ -182,9 +182,9 @@ def register(verified: VerifiedHost, body: dict[str, Any]) -> dict[str, Any]:
             thumbprint=agent_tp,
             created_at=now,
         )
-        lifecycle.set_absolute_deadline(agent)
+        clocks.set_absolute_deadline(agent)
         if agent_status == AgentStatus.ACTIVE:
-            lifecycle.activate(agent, now)
+            clocks.activate(agent, now)
         try:
             with transaction.atomic():
                 agent.save(force_insert=True)

@@ -16,9 +16,10 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from . import signals
+from .clocks import REASON_ABSOLUTE_LIFETIME
 from .conf import app_settings
-from .lifecycle import NON_TERMINAL_AGENT_STATES, REASON_ABSOLUTE_LIFETIME
 from .models import (
+    NON_TERMINAL_AGENT_STATES,
     Agent,
     AgentStatus,
     ApprovalRequest,

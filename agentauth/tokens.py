@@ -17,7 +17,7 @@ from typing import Any
 from django.http import HttpRequest
 from django.utils import timezone
 
-from . import jws, keys, lifecycle, ratelimit, replay
+from . import clocks, jws, keys, ratelimit, replay
 from .conf import app_settings
 from .errors import ProtocolError, invalid_jwt
 from .models import Agent, AgentStatus, Host, HostStatus
@@ -245,11 +245,11 @@ def ensure_may_act(agent: Agent, host: Host) -> None:
     """Apply the clocks, then refuse unless agent and host are both active (spec §2.3, Q32),
     with the state's own code. Used at authentication and whenever work resumes later (async
     jobs, long streams), so every path gives the same answer."""
-    lifecycle.evaluate_clocks(agent)
+    clocks.evaluate_clocks(agent)
     if agent.status == AgentStatus.REVOKED:
         code = (
             "absolute_lifetime_exceeded"
-            if agent.revocation_reason == lifecycle.REASON_ABSOLUTE_LIFETIME
+            if agent.revocation_reason == clocks.REASON_ABSOLUTE_LIFETIME
             else "agent_revoked"
         )
         raise ProtocolError(code)

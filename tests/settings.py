@@ -4,7 +4,7 @@ By default everything is in-process: in-memory SQLite, local-memory cache and ea
 Environment variables switch on the service tiers (``.ci/run`` sets them):
 
 - ``AGENTAUTH_TEST_DATABASE_URL``: ``postgres://user:password@host:port/name`` (PostgreSQL tier;
-  the test database itself is ``test_agentauth``)
+  the test database itself is ``test_agentauth_<name>``)
 - ``AGENTAUTH_TEST_REDIS_URL``: ``redis://host:port/db`` (Redis tier: the default cache)
 - ``AGENTAUTH_TEST_CELERY_BROKER_URL``: a broker for the real-worker tier; tasks are no longer
   run eagerly
@@ -71,14 +71,16 @@ def _postgres_from_url(url: str) -> dict[str, Any]:
         raise ValueError(
             f"AGENTAUTH_TEST_DATABASE_URL: unsupported scheme {parts.scheme!r}; use postgres://"
         )
+    name = unquote(parts.path.lstrip("/")) or "postgres"
     return {
         "ENGINE": "django.db.backends.postgresql",
-        "NAME": unquote(parts.path.lstrip("/")) or "postgres",
+        "NAME": name,
         "USER": unquote(parts.username or ""),
         "PASSWORD": unquote(parts.password or ""),
         "HOST": parts.hostname or "",
         "PORT": str(parts.port or ""),
-        "TEST": {"NAME": "test_agentauth"},
+        # Named after the database given, so runs against different databases never collide.
+        "TEST": {"NAME": f"test_agentauth_{name}"},
     }
 
 

@@ -287,7 +287,7 @@ def test_host_add_page_is_forbidden(admin_client: Client) -> None:
 
 
 def test_host_user_is_read_only(admin_client: Client, user: Any, staff_user: Any) -> None:
-    # spec: H4 — linking goes through lifecycle.link_host, never a form field.
+    # spec: H4 — linking goes through hosts.link_host, never a form field.
     host, _ = make_host(user=user, name="Laptop")
     url = reverse("admin:agentauth_host_change", args=[host.pk])
     response = admin_client.post(

@@ -35,7 +35,7 @@ from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
-from agentauth import lifecycle
+from agentauth import agents
 from agentauth.models import (
     Agent,
     AgentStatus,
@@ -283,7 +283,7 @@ def test_job_of_an_agent_revoked_before_it_runs_fails(
     # spec §8.17: the worker re-checks the agent; a job accepted before revocation must not run.
     agent, _ = granted
     job = Execution.objects.create(agent=agent, capability="slow_report", arguments={"n": 3})
-    assert lifecycle.revoke_agent(agent, actor_type="user", actor_id=str(user.pk))
+    assert agents.revoke_agent(agent, actor_type="user", actor_id=str(user.pk))
     sent = run_capability.delay(job.pk)
     job = finished(worker, job.pk)
     assert job.status == ExecutionStatus.FAILED, (job.status, job.result, job.error)

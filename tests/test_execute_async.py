@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from agentauth import jobs, lifecycle
+from agentauth import agents, jobs
 from agentauth.capabilities import registry
 from agentauth.models import AgentStatus, AuditEvent, CapabilityGrant, Execution
 from agentauth.testing import agent_token, make_agent, make_host
@@ -134,7 +134,7 @@ def test_poll_tokens_are_verified(
     assert_error(
         api.get("/capability/status/job_nope", token=agent_token(a, key)), 404, "not_found"
     )
-    lifecycle.revoke_agent(a, actor_type="user")
+    agents.revoke_agent(a, actor_type="user")
     assert_error(api.get(path, token=agent_token(a, key)), 403, "agent_revoked")
 
 
@@ -311,7 +311,7 @@ def test_stream_ends_when_the_agent_is_revoked(client: Any, agent: Any, settings
     response = stream(client, agent, "count_up", {"n": 100})
     chunks = iter(response.streaming_content)
     assert parse(next(chunks)) == [("data", {"i": 0})]
-    lifecycle.revoke_agent(agent[0], actor_type="user")
+    agents.revoke_agent(agent[0], actor_type="user")
     rest = parse(b"".join(chunks))
     assert rest == [
         ("error", {"error": "agent_revoked", "message": "Agent revoked"}),

@@ -26,7 +26,7 @@ from rest_framework.response import Response
 from rest_framework.test import APIRequestFactory
 from rest_framework.views import APIView
 
-from agentauth import lifecycle
+from agentauth import agents
 from agentauth.authentication import AgentAuthentication
 from agentauth.capabilities import Capability, register, registry
 from agentauth.decorators import requires_capability
@@ -236,7 +236,7 @@ def test_revoked_agent_and_host(client: Client, user: Any, tickets: Any) -> None
     # spec: L10, L11, ER5 — a validly signed JWT of a revoked agent or host is a state 403.
     host, _ = make_host(user=user)
     agent, key = agent_with(host, ["ticket.read"])
-    lifecycle.revoke_agent(agent, actor_type="user")
+    agents.revoke_agent(agent, actor_type="user")
     assert_error(get_ticket(client, 1, agent_token(agent, key)), 403, "agent_revoked")
 
     revoked_host, _ = make_host(user=user, status=HostStatus.REVOKED)
@@ -375,7 +375,7 @@ def test_drf_state_errors_keep_their_codes(client: Client, host: Any, tickets: A
         403,
         "capability_not_granted",
     )
-    lifecycle.revoke_agent(agent, actor_type="user")
+    agents.revoke_agent(agent, actor_type="user")
     assert_error(
         close_ticket(client, 1, agent_token(agent, key), {"priority": "low"}), 403, "agent_revoked"
     )

@@ -12,7 +12,7 @@ import pytest
 from django.core.cache import cache
 from django.utils import timezone
 
-from agentauth import lifecycle
+from agentauth import agents
 from agentauth.models import Agent, AgentMode, AgentStatus, CapabilityGrant, HostStatus
 from agentauth.testing import Keypair, agent_token, make_agent, make_host
 from tests.conftest import ISSUER, Api, assert_error
@@ -117,7 +117,7 @@ def test_inactive_agents_and_hosts(api: Api, agent: Any, change: dict[str, Any])
 def test_revoked_by_the_lifecycle(api: Api, agent: Any) -> None:
     a, key = agent
     token = agent_token(a, key)
-    lifecycle.revoke_agent(a, actor_type="host")
+    agents.revoke_agent(a, actor_type="host")
     assert introspect(api, token).body == {"active": False}
 
 

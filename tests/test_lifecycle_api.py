@@ -14,7 +14,7 @@ from django.core.management import call_command
 from django.db import connections
 from django.utils import timezone
 
-from agentauth import approvals, lifecycle, signals
+from agentauth import agents, approvals, clocks, hosts, signals
 from agentauth.errors import ProtocolError
 from agentauth.models import (
     Agent,
@@ -42,7 +42,7 @@ def later(**kw: Any) -> Any:
 def auth(agent: Agent, key: Keypair) -> Any:
     """Authenticate as the agent, as the protocol views do (verify, then slide the session)."""
     verified = verify_agent_jwt(agent_token(agent, key), audiences={ISSUER})
-    lifecycle.touch(verified.agent)
+    clocks.touch(verified.agent)
     return verified
 
 
@@ -300,7 +300,7 @@ def test_unlink_revokes_delegated_agents_only(user: Any) -> None:
     autonomous, _ = make_agent(host, mode="autonomous")
     Host.objects.filter(pk=host.pk).update(user=user)
     host.refresh_from_db()
-    revoked = lifecycle.unlink_host(host, actor_type="user")
+    revoked = hosts.unlink_host(host, actor_type="user")
     assert revoked == [delegated.pk]
     assert Agent.objects.get(pk=autonomous.pk).status == AgentStatus.ACTIVE
     assert Host.objects.get(pk=host.pk).user_id is None
@@ -427,7 +427,7 @@ def together(n: int, func: Any) -> list[Any]:
 @postgres
 @pytest.mark.django_db(transaction=True)
 def test_two_reactivations_give_one_consistent_agent(user: Any) -> None:
-    from agentauth.reactivation import reactivate
+    from agentauth.agents import reactivate
 
     host, _ = make_host(user=user, default_capabilities=["check_balance"])
     agent, _ = make_agent(host)
@@ -441,7 +441,7 @@ def test_two_reactivations_give_one_consistent_agent(user: Any) -> None:
 @postgres
 @pytest.mark.django_db(transaction=True)
 def test_reactivation_racing_a_revoke_never_revives(user: Any) -> None:
-    from agentauth.reactivation import reactivate
+    from agentauth.agents import reactivate
 
     for _ in range(10):
         host, _ = make_host(user=user, default_capabilities=["check_balance"])
@@ -451,7 +451,7 @@ def test_reactivation_racing_a_revoke_never_revives(user: Any) -> None:
         def act(i: int, agent: Agent = agent) -> Any:
             if i == 0:
                 return reactivate(agent, actor_id="race")
-            return lifecycle.revoke_agent(agent, actor_type="system")
+            return agents.revoke_agent(agent, actor_type="system")
 
         together(2, act)
         assert Agent.objects.get(pk=agent.pk).status == AgentStatus.REVOKED

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from django.db import connection, connections
 
-from agentauth import approvals, lifecycle, tokens
+from agentauth import approvals, hosts, tokens
 from agentauth.errors import ProtocolError
 from agentauth.models import Agent, AgentStatus, Host, ReplayRecord
 from agentauth.testing import Keypair, host_token, make_agent, make_host
@@ -97,7 +97,7 @@ def test_approval_racing_host_revocation_never_revives(user: Any) -> None:
         def act(i: int, agent: Agent = agent, host: Host = host) -> Any:
             if i == 0:
                 return approvals.decide(agent, approver=user)
-            return lifecycle.revoke_host(host, actor_type="system")
+            return hosts.revoke_host(host, actor_type="system")
 
         results = run_together(2, act)
         agent.refresh_from_db()
@@ -109,5 +109,5 @@ def test_double_revoke_counts_once() -> None:
     host, _ = make_host()
     for _ in range(4):
         make_agent(host)
-    counts = run_together(4, lambda i: lifecycle.revoke_host(host, actor_type="system"))
+    counts = run_together(4, lambda i: hosts.revoke_host(host, actor_type="system"))
     assert sum(counts) == 4, counts

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from agentauth import approvals, lifecycle
+from agentauth import agents, approvals
 from agentauth.errors import ProtocolError
 from agentauth.models import (
     AgentMode,
@@ -295,7 +295,7 @@ def test_request_is_audited(api: Api, linked: Any) -> None:
 def test_revoking_the_agent_withdraws_its_pending_requests(api: Api, linked: Any) -> None:
     # spec §2.6 — nothing stays approvable for a revoked agent.
     reply = ask(api, linked, {"capabilities": ["transfer"]})
-    lifecycle.revoke_agent(linked[0], actor_type="user")
+    agents.revoke_agent(linked[0], actor_type="user")
     assert approvals.find_by_user_code(reply.body["approval"]["user_code"]) is None
     assert CapabilityGrant.objects.get(capability="transfer").status == GrantStatus.REVOKED
 

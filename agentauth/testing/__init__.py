@@ -16,7 +16,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from agentauth import keys, lifecycle
+from agentauth import clocks, keys
 from agentauth.client.identity import Keypair
 from agentauth.client.tokens import sign_agent_jwt, sign_host_jwt
 from agentauth.conf import app_settings
@@ -83,8 +83,8 @@ def make_agent(
         created_at=now,
         activated_at=now if status == AgentStatus.ACTIVE else None,
     )
-    lifecycle.set_absolute_deadline(agent)
-    agent.expires_at = lifecycle.session_expires_at(agent) if agent.activated_at else None
+    clocks.set_absolute_deadline(agent)
+    agent.expires_at = clocks.session_expires_at(agent) if agent.activated_at else None
     agent.save(force_insert=True)
     items = grants.items() if isinstance(grants, Mapping) else ((g, None) for g in grants)
     CapabilityGrant.objects.bulk_create(

@@ -6,16 +6,7 @@ import hmac
 
 from django.http import HttpRequest, HttpResponse
 
-from .. import (
-    approvals,
-    grants,
-    lifecycle,
-    ratelimit,
-    reactivation,
-    registration,
-    rotation,
-    serializers,
-)
+from .. import agents, approvals, clocks, grants, ratelimit, registration, serializers
 from ..capabilities import registry
 from ..conf import app_settings
 from ..errors import ProtocolError, invalid_request
@@ -64,7 +55,7 @@ class StatusView(ProtocolView):
         agent = agent_of_host(request.GET.get("agent_id"), verified.host)
         approvals.pace_polling(agent)
         # Clocks are applied before answering; a host poll does not extend the session (Q14).
-        lifecycle.evaluate_clocks(agent)
+        clocks.evaluate_clocks(agent)
         return json_response(serializers.agent_status(agent, agent.grants.all()))
 
 
@@ -77,7 +68,7 @@ class RevokeView(ProtocolView):
         check_fields(body, ("agent_id",))
         assert verified.host is not None
         agent = agent_of_host(body.get("agent_id"), verified.host)
-        lifecycle.revoke_agent(agent, actor_type="host", actor_id=verified.host.pk)
+        agents.revoke_agent(agent, actor_type="host", actor_id=verified.host.pk)
         return json_response({"agent_id": agent.pk, "status": "revoked"})
 
 
@@ -157,7 +148,7 @@ class ReactivateView(ProtocolView):
         check_fields(body, ("agent_id",))
         assert verified.host is not None
         agent = agent_of_host(body.get("agent_id"), verified.host)
-        return json_response(reactivation.reactivate(agent, actor_id=verified.host.pk))
+        return json_response(agents.reactivate(agent, actor_id=verified.host.pk))
 
 
 class RotateKeyView(ProtocolView):
@@ -171,5 +162,5 @@ class RotateKeyView(ProtocolView):
         agent = agent_of_host(body.get("agent_id"), verified.host)
         if "public_key" not in body:
             raise invalid_request("'public_key' is required")
-        agent = rotation.rotate_agent_key(agent, body["public_key"], actor_id=verified.host.pk)
+        agent = agents.rotate_agent_key(agent, body["public_key"], actor_id=verified.host.pk)
         return json_response({"agent_id": agent.pk, "status": agent.status})

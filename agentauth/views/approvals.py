@@ -26,7 +26,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods, require_POST
 from django_otp import devices_for_user
 
-from .. import approvals, lifecycle, webauthn
+from .. import agents, approvals, hosts, webauthn
 from ..capabilities import registry
 from ..errors import ProtocolError
 from ..models import (
@@ -269,7 +269,7 @@ def _connected_action(request: HttpRequest) -> None:
         agent = Agent.objects.filter(pk=target, user=user).first()
         if agent is None:
             raise PermissionDenied
-        lifecycle.revoke_agent(agent, actor_type="user", actor_id=str(user.pk))
+        agents.revoke_agent(agent, actor_type="user", actor_id=str(user.pk))
         messages.success(request, f"Revoked {agent.name}.")
     elif action in ("revoke_host", "unlink_host"):
         host = Host.objects.filter(pk=target, user=user).first()
@@ -277,10 +277,10 @@ def _connected_action(request: HttpRequest) -> None:
             raise PermissionDenied
         label = host.name or host.pk
         if action == "revoke_host":
-            count = lifecycle.revoke_host(host, actor_type="user", actor_id=str(user.pk))
+            count = hosts.revoke_host(host, actor_type="user", actor_id=str(user.pk))
             messages.success(request, f"Disconnected {label}; {count} agent(s) revoked.")
         else:
-            revoked = lifecycle.unlink_host(host, actor_type="user", actor_id=str(user.pk))
+            revoked = hosts.unlink_host(host, actor_type="user", actor_id=str(user.pk))
             messages.success(request, f"Unlinked {label}; {len(revoked)} agent(s) revoked.")
     else:
         raise PermissionDenied

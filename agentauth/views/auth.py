@@ -6,7 +6,7 @@ from collections.abc import Collection
 
 from django.http import HttpRequest
 
-from .. import jws, lifecycle, ratelimit
+from .. import clocks, jws, ratelimit
 from ..conf import app_settings
 from ..errors import ProtocolError
 from ..tokens import (
@@ -24,7 +24,7 @@ def authenticate_agent(request: HttpRequest, audiences: Collection[str]) -> Veri
     """Verify the agent JWT, meter the agent, slide its session (checklist Q14)."""
     verified = verify_agent_jwt(bearer_token(request), audiences=audiences)
     ratelimit.hit("agent", verified.agent.pk)
-    lifecycle.touch(verified.agent)
+    clocks.touch(verified.agent)
     return verified
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse
 
-from .. import lifecycle, rotation
+from .. import hosts
 from ..errors import invalid_request
 from ..tokens import bearer_token, verify_host_jwt
 from ..validation import check_fields
@@ -18,7 +18,7 @@ class RevokeHostView(ProtocolView):
         verified = verify_host_jwt(bearer_token(request), allow_pending=True)
         check_fields(read_json_body(request, allow_empty=True), ())
         assert verified.host is not None
-        count = lifecycle.revoke_host(verified.host, actor_type="host", actor_id=verified.host.pk)
+        count = hosts.revoke_host(verified.host, actor_type="host", actor_id=verified.host.pk)
         return json_response(
             {"host_id": verified.host.pk, "status": "revoked", "agents_revoked": count}
         )
@@ -34,5 +34,5 @@ class RotateHostKeyView(ProtocolView):
         if "public_key" not in body:
             raise invalid_request("'public_key' is required")
         assert verified.host is not None
-        host = rotation.rotate_host_key(verified.host, body["public_key"])
+        host = hosts.rotate_host_key(verified.host, body["public_key"])
         return json_response({"host_id": host.pk, "status": host.status})

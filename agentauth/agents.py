@@ -1,0 +1,248 @@
+"""Agents: revocation, reactivation, key rotation and the user-deletion cascade (spec §2.3-§2.11).
+
+Every transition is a conditional ``UPDATE ... WHERE status IN (...)`` so that two racing
+callers cannot both win, and a revoked agent can never be brought back by a stale read. Locks
+are always taken host first, then agent.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from . import approvals, audit, clocks, hosts, keys, policy, serializers, signals
+from .capabilities import registry
+from .conf import app_settings
+from .errors import ProtocolError, invalid_request
+from .models import (
+    NON_TERMINAL_AGENT_STATES,
+    Agent,
+    AgentMode,
+    AgentStatus,
+    ApprovalRequest,
+    ApprovalStatus,
+    CapabilityGrant,
+    GrantStatus,
+    Host,
+    HostStatus,
+)
+from .validation import RequestedCapability
+
+
+def close_pending_approvals(agent_ids: Any, now: datetime) -> None:
+    ApprovalRequest.objects.filter(agent_id__in=agent_ids, status=ApprovalStatus.PENDING).update(
+        status=ApprovalStatus.EXPIRED, decided_at=now, updated_at=now
+    )
+
+
+def revoke_agent(
+    agent: Agent,
+    *,
+    actor_type: str,
+    actor_id: str = "",
+    reason: str = "revoked",
+) -> bool:
+    """Revoke permanently (spec §2.6). Returns False if the agent was already revoked."""
+    now = timezone.now()
+    with transaction.atomic():
+        Host.objects.select_for_update().filter(pk=agent.host_id).first()  # lock order
+        changed = (
+            Agent.objects.filter(pk=agent.pk)
+            .exclude(status=AgentStatus.REVOKED)
+            .update(
+                status=AgentStatus.REVOKED,
+                revoked_at=now,
+                revocation_reason=reason,
+                updated_at=now,
+            )
+        )
+        if changed:
+            close_pending_approvals([agent.pk], now)
+            CapabilityGrant.objects.filter(agent=agent, status=GrantStatus.PENDING).update(
+                status=GrantStatus.REVOKED, updated_at=now
+            )
+            audit.record(
+                "agent.revoked",
+                actor_type=actor_type,
+                actor_id=actor_id,
+                agent=agent,
+                reason=reason,
+            )
+            transaction.on_commit(
+                lambda: signals.agent_revoked.send(
+                    sender=Agent, agent=agent, reason=reason, actor_type=actor_type
+                )
+            )
+    agent.refresh_from_db()
+    return bool(changed)
+
+
+def revoke_agents_of(host: Host, now: datetime, reason: str, **filters: Any) -> list[str]:
+    agent_ids = list(
+        Agent.objects.filter(
+            host=host, status__in=NON_TERMINAL_AGENT_STATES, **filters
+        ).values_list("pk", flat=True)
+    )
+    Agent.objects.filter(pk__in=agent_ids, status__in=NON_TERMINAL_AGENT_STATES).update(
+        status=AgentStatus.REVOKED, revoked_at=now, revocation_reason=reason, updated_at=now
+    )
+    close_pending_approvals(agent_ids, now)
+    return agent_ids
+
+
+def user_deleted(user: Any) -> int:
+    """Spec §2.6: deleting a user revokes every host linked to them, with cascade (H7)."""
+    total = 0
+    for host in Host.objects.filter(user=user).exclude(status=HostStatus.REVOKED):
+        total += hosts.revoke_host(host, actor_type="system", actor_id=f"user-deleted:{user.pk}")
+    now = timezone.now()
+    stray = list(
+        Agent.objects.filter(user=user, status__in=NON_TERMINAL_AGENT_STATES).values_list(
+            "pk", flat=True
+        )
+    )
+    Agent.objects.filter(pk__in=stray).update(
+        status=AgentStatus.REVOKED, revoked_at=now, revocation_reason="user_deleted"
+    )
+    close_pending_approvals(stray, now)
+    return total + len(stray)
+
+
+def rotate_agent_key(agent: Agent, new_jwk: Any, *, actor_id: str) -> Agent:
+    """Replace an agent's key (checklist KR1-KR6, Q50): non-terminal agents only, and the new
+    key may not identify another agent of the same host (it is the registration key)."""
+    public_key = keys.validate_public_jwk(new_jwk)
+    thumbprint = keys.thumbprint(public_key)
+    with transaction.atomic():
+        host = Host.objects.select_for_update().get(pk=agent.host_id)
+        agent = Agent.objects.select_for_update().get(pk=agent.pk)
+        if agent.status not in NON_TERMINAL_AGENT_STATES:
+            raise ProtocolError(
+                {"revoked": "agent_revoked", "rejected": "agent_rejected"}.get(
+                    agent.status, "agent_claimed"
+                )
+            )
+        if thumbprint == host.thumbprint:
+            raise invalid_request("The agent key must differ from the host key")
+        if thumbprint == agent.thumbprint:
+            raise invalid_request("The new key is the current key")
+        if Agent.objects.filter(host=host, thumbprint=thumbprint).exists():
+            raise ProtocolError("agent_exists", "Another agent of this host uses that key")
+        old = agent.thumbprint
+        agent.public_key, agent.thumbprint = public_key, thumbprint
+        agent.save(update_fields=["public_key", "thumbprint", "updated_at"])
+        audit.record(
+            "agent.key_rotated",
+            actor_type="host",
+            actor_id=actor_id,
+            agent=agent,
+            old_thumbprint=old,
+            new_thumbprint=thumbprint,
+        )
+        transaction.on_commit(
+            lambda: signals.key_rotated.send(
+                sender=Agent, agent=agent, host=None, actor_type="host"
+            )
+        )
+    return agent
+
+
+_REFUSALS = {
+    AgentStatus.PENDING: "agent_pending",
+    AgentStatus.REJECTED: "agent_rejected",
+    AgentStatus.CLAIMED: "agent_claimed",
+}
+
+
+def reactivate(agent: Agent, *, actor_id: str) -> dict[str, Any]:
+    """``POST /agent/reactivate`` (spec §2.5, §5.6): a security checkpoint, not a resume button.
+
+    Escalated grants are dropped; the host's current defaults are granted again under the same
+    policy as registration; the session and max-lifetime clocks restart; the absolute one never
+    does.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        host = Host.objects.select_for_update().get(pk=agent.host_id)
+        agent = Agent.objects.select_for_update().get(pk=agent.pk)
+        agent.host = host
+        clocks.evaluate_clocks(agent, now)
+        if agent.status == AgentStatus.ACTIVE:
+            return serializers.agent_status(agent, agent.grants.all())  # a no-op (spec §5.6)
+        if agent.status == AgentStatus.REVOKED:
+            absolute = agent.revocation_reason == clocks.REASON_ABSOLUTE_LIFETIME
+            raise ProtocolError("absolute_lifetime_exceeded" if absolute else "agent_revoked")
+        if agent.status != AgentStatus.EXPIRED:
+            raise ProtocolError(_REFUSALS.get(AgentStatus(agent.status), "unauthorized"))
+        if host.status != HostStatus.ACTIVE:
+            raise ProtocolError(
+                "host_pending" if host.status == HostStatus.PENDING else "host_revoked"
+            )
+
+        # Step 3: every existing grant ends (kept as history, never shown, checklist Q9).
+        agent.grants.filter(status__in=[GrantStatus.ACTIVE, GrantStatus.PENDING]).update(
+            status=GrantStatus.REVOKED, updated_at=now
+        )
+        close_pending_approvals([agent.pk], now)
+        # Step 4: the host's current defaults, with server-imposed constraints re-applied (Q10).
+        defaults = [
+            RequestedCapability(cap, dict(cap.constraints) if cap.constraints else None)
+            for cap in (registry.get(n) for n in (host.default_capabilities or []))
+            if cap is not None
+        ]
+        needs_person = agent.mode == AgentMode.DELEGATED and host.user_id is None
+        if agent.mode == AgentMode.AUTONOMOUS and not _autonomous_allowed():
+            needs_person = True
+        new = [
+            CapabilityGrant(
+                agent=agent,
+                capability=rc.name,
+                constraints=rc.constraints,
+                status=(
+                    GrantStatus.ACTIVE
+                    if not needs_person and policy.auto_approvable(host, agent.mode, rc)
+                    else GrantStatus.PENDING
+                ),
+                granted_by_id=host.user_id if agent.mode == AgentMode.DELEGATED else None,
+                reason="Reactivation: host default capability",
+            )
+            for rc in defaults
+        ]
+        for g in new:
+            if g.status == GrantStatus.ACTIVE:
+                g.expires_at = policy.grant_expiry(g.capability, agent, now)
+            else:
+                g.granted_by_id = None
+        CapabilityGrant.objects.bulk_create(new)
+        # Step 5-6: clocks restart (never the absolute one); active, or pending for a person.
+        if needs_person:
+            agent.status = AgentStatus.PENDING
+            agent.expires_at = None
+        else:
+            clocks.activate(agent, now)
+        agent.save(update_fields=["status", "activated_at", "last_used_at", "expires_at"])
+        pending = [g for g in new if g.status == GrantStatus.PENDING]
+        approval = approvals.open_request(agent, pending) if pending or needs_person else None
+        audit.record(
+            "agent.reactivated",
+            actor_type="host",
+            actor_id=actor_id,
+            agent=agent,
+            status=agent.status,
+            granted=[g.capability for g in new if g.status == GrantStatus.ACTIVE],
+            pending=[g.capability for g in pending],
+        )
+        transaction.on_commit(
+            lambda: signals.agent_reactivated.send(sender=Agent, agent=agent, status=agent.status)
+        )
+    body = serializers.agent_status(agent, new)
+    if approval is not None:
+        body["approval"] = approval.to_wire()
+    return body
+
+
+def _autonomous_allowed() -> bool:
+    return app_settings.AUTONOMOUS_AUTO_APPROVE is not None

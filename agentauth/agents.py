@@ -13,11 +13,12 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from . import approvals, audit, clocks, hosts, keys, policy, serializers, signals
+from . import approvals, audit, clocks, hosts, keys, policy, signals
 from .capabilities import registry
 from .conf import app_settings
 from .errors import ProtocolError, invalid_request
 from .models import (
+    LIVE_GRANT_STATES,
     NON_TERMINAL_AGENT_STATES,
     Agent,
     AgentMode,
@@ -30,6 +31,47 @@ from .models import (
     HostStatus,
 )
 from .validation import RequestedCapability
+
+_AGENT_REFUSALS = {
+    AgentStatus.PENDING: "agent_pending",
+    AgentStatus.EXPIRED: "agent_expired",
+    AgentStatus.REVOKED: "agent_revoked",
+    AgentStatus.REJECTED: "agent_rejected",
+    AgentStatus.CLAIMED: "agent_claimed",
+}
+_HOST_REFUSALS = {
+    HostStatus.PENDING: "host_pending",
+    HostStatus.REVOKED: "host_revoked",
+    HostStatus.REJECTED: "host_rejected",
+}
+
+
+def agent_refusal(agent: Agent) -> ProtocolError:
+    """The error for an agent that may not act, named for its state (spec §2.3, §5.13), so every
+    endpoint and every late re-check gives the same answer."""
+    if (
+        agent.status == AgentStatus.REVOKED
+        and agent.revocation_reason == clocks.REASON_ABSOLUTE_LIFETIME
+    ):
+        return ProtocolError("absolute_lifetime_exceeded")
+    return ProtocolError(_AGENT_REFUSALS.get(AgentStatus(agent.status), "unauthorized"))
+
+
+def host_refusal(host: Host) -> ProtocolError:
+    """The error for a host that may not act, named for its state (spec §2.11, §5.13)."""
+    return ProtocolError(_HOST_REFUSALS.get(HostStatus(host.status), "unauthorized"))
+
+
+def lock(agent: Agent) -> tuple[Host, Agent]:
+    """Lock the agent's host, then the agent, and return both fresh.
+
+    Every writer takes this order, so a decision racing a revocation waits instead of
+    deadlocking, and what it checks is what it changes.
+    """
+    host = Host.objects.select_for_update().get(pk=agent.host_id)
+    locked = Agent.objects.select_for_update().get(pk=agent.pk)
+    locked.host = host
+    return host, locked
 
 
 def close_pending_approvals(agent_ids: Any, now: datetime) -> None:
@@ -48,7 +90,7 @@ def revoke_agent(
     """Revoke permanently (spec §2.6). Returns False if the agent was already revoked."""
     now = timezone.now()
     with transaction.atomic():
-        Host.objects.select_for_update().filter(pk=agent.host_id).first()  # lock order
+        lock(agent)
         changed = (
             Agent.objects.filter(pk=agent.pk)
             .exclude(status=AgentStatus.REVOKED)
@@ -94,21 +136,16 @@ def revoke_agents_of(host: Host, now: datetime, reason: str, **filters: Any) -> 
 
 
 def user_deleted(user: Any) -> int:
-    """Spec §2.6: deleting a user revokes every host linked to them, with cascade (H7)."""
+    """Spec §2.6: deleting a user revokes every host linked to them, with cascade (H7), and any
+    other agent acting for them, each with its audit row and signal."""
     total = 0
     for host in Host.objects.filter(user=user).exclude(status=HostStatus.REVOKED):
         total += hosts.revoke_host(host, actor_type="system", actor_id=f"user-deleted:{user.pk}")
-    now = timezone.now()
-    stray = list(
-        Agent.objects.filter(user=user, status__in=NON_TERMINAL_AGENT_STATES).values_list(
-            "pk", flat=True
+    for agent in Agent.objects.filter(user=user, status__in=NON_TERMINAL_AGENT_STATES):
+        total += revoke_agent(
+            agent, actor_type="system", actor_id=f"user-deleted:{user.pk}", reason="user_deleted"
         )
-    )
-    Agent.objects.filter(pk__in=stray).update(
-        status=AgentStatus.REVOKED, revoked_at=now, revocation_reason="user_deleted"
-    )
-    close_pending_approvals(stray, now)
-    return total + len(stray)
+    return total
 
 
 def rotate_agent_key(agent: Agent, new_jwk: Any, *, actor_id: str) -> Agent:
@@ -117,14 +154,9 @@ def rotate_agent_key(agent: Agent, new_jwk: Any, *, actor_id: str) -> Agent:
     public_key = keys.validate_public_jwk(new_jwk)
     thumbprint = keys.thumbprint(public_key)
     with transaction.atomic():
-        host = Host.objects.select_for_update().get(pk=agent.host_id)
-        agent = Agent.objects.select_for_update().get(pk=agent.pk)
+        host, agent = lock(agent)
         if agent.status not in NON_TERMINAL_AGENT_STATES:
-            raise ProtocolError(
-                {"revoked": "agent_revoked", "rejected": "agent_rejected"}.get(
-                    agent.status, "agent_claimed"
-                )
-            )
+            raise agent_refusal(agent)
         if thumbprint == host.thumbprint:
             raise invalid_request("The agent key must differ from the host key")
         if thumbprint == agent.thumbprint:
@@ -150,14 +182,9 @@ def rotate_agent_key(agent: Agent, new_jwk: Any, *, actor_id: str) -> Agent:
     return agent
 
 
-_REFUSALS = {
-    AgentStatus.PENDING: "agent_pending",
-    AgentStatus.REJECTED: "agent_rejected",
-    AgentStatus.CLAIMED: "agent_claimed",
-}
-
-
-def reactivate(agent: Agent, *, actor_id: str) -> dict[str, Any]:
+def reactivate(
+    agent: Agent, *, actor_id: str
+) -> tuple[Agent, list[CapabilityGrant], approvals.IssuedApproval | None]:
     """``POST /agent/reactivate`` (spec §2.5, §5.6): a security checkpoint, not a resume button.
 
     Escalated grants are dropped; the host's current defaults are granted again under the same
@@ -166,24 +193,17 @@ def reactivate(agent: Agent, *, actor_id: str) -> dict[str, Any]:
     """
     now = timezone.now()
     with transaction.atomic():
-        host = Host.objects.select_for_update().get(pk=agent.host_id)
-        agent = Agent.objects.select_for_update().get(pk=agent.pk)
-        agent.host = host
+        host, agent = lock(agent)
         clocks.evaluate_clocks(agent, now)
         if agent.status == AgentStatus.ACTIVE:
-            return serializers.agent_status(agent, agent.grants.all())  # a no-op (spec §5.6)
-        if agent.status == AgentStatus.REVOKED:
-            absolute = agent.revocation_reason == clocks.REASON_ABSOLUTE_LIFETIME
-            raise ProtocolError("absolute_lifetime_exceeded" if absolute else "agent_revoked")
+            return agent, list(agent.grants.all()), None  # a no-op (spec §5.6)
         if agent.status != AgentStatus.EXPIRED:
-            raise ProtocolError(_REFUSALS.get(AgentStatus(agent.status), "unauthorized"))
+            raise agent_refusal(agent)
         if host.status != HostStatus.ACTIVE:
-            raise ProtocolError(
-                "host_pending" if host.status == HostStatus.PENDING else "host_revoked"
-            )
+            raise host_refusal(host)
 
         # Step 3: every existing grant ends (kept as history, never shown, checklist Q9).
-        agent.grants.filter(status__in=[GrantStatus.ACTIVE, GrantStatus.PENDING]).update(
+        agent.grants.filter(status__in=LIVE_GRANT_STATES).update(
             status=GrantStatus.REVOKED, updated_at=now
         )
         close_pending_approvals([agent.pk], now)
@@ -203,7 +223,7 @@ def reactivate(agent: Agent, *, actor_id: str) -> dict[str, Any]:
                 constraints=rc.constraints,
                 status=(
                     GrantStatus.ACTIVE
-                    if not needs_person and policy.auto_approvable(host, agent.mode, rc)
+                    if not needs_person and policy.auto_approvable(host, agent.mode, rc.capability)
                     else GrantStatus.PENDING
                 ),
                 granted_by_id=host.user_id if agent.mode == AgentMode.DELEGATED else None,
@@ -238,10 +258,7 @@ def reactivate(agent: Agent, *, actor_id: str) -> dict[str, Any]:
         transaction.on_commit(
             lambda: signals.agent_reactivated.send(sender=Agent, agent=agent, status=agent.status)
         )
-    body = serializers.agent_status(agent, new)
-    if approval is not None:
-        body["approval"] = approval.to_wire()
-    return body
+    return agent, new, approval
 
 
 def _autonomous_allowed() -> bool:

@@ -13,13 +13,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlencode
 
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from . import audit, clocks, hosts, policy, signals
+from . import agents, audit, clocks, hosts, policy, signals
 from . import constraints as constraint_rules
 from .capabilities import registry
 from .conf import app_settings
@@ -58,24 +57,10 @@ def hash_user_code(code: str) -> str:
 
 @dataclass
 class IssuedApproval:
+    """An open approval request, with the user code that exists only in this response."""
+
     request: ApprovalRequest
     user_code: str | None = None
-
-    def to_wire(self) -> dict[str, Any]:
-        """The approval object of spec §7 (AP3)."""
-        req = self.request
-        expires_in = max(0, int((req.expires_at - timezone.now()).total_seconds()))
-        data: dict[str, Any] = {"method": req.method}
-        if req.method == ApprovalMethod.DEVICE_AUTHORIZATION and self.user_code:
-            uri = app_settings.VERIFICATION_URI
-            data["verification_uri"] = uri
-            data["verification_uri_complete"] = f"{uri}?{urlencode({'code': self.user_code})}"
-            data["user_code"] = self.user_code
-        if req.binding_message:
-            data["binding_message"] = req.binding_message
-        data["expires_in"] = expires_in
-        data["interval"] = req.interval
-        return data
 
 
 def find_hinted_user(login_hint: str) -> Any:
@@ -269,9 +254,7 @@ def decide(
     with transaction.atomic():
         # Lock order is host, then agent, everywhere (registration and revocation too), so a
         # decision racing a host revocation serialises instead of deadlocking.
-        host = Host.objects.select_for_update().get(pk=agent.host_id)
-        agent = Agent.objects.select_for_update().get(pk=agent.pk)
-        agent.host = host
+        host, agent = agents.lock(agent)
         if agent.status not in (AgentStatus.PENDING, AgentStatus.ACTIVE):
             raise ProtocolError(
                 "invalid_request", f"Agent is {agent.status}; there is nothing to approve"

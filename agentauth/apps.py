@@ -12,7 +12,10 @@ class AgentAuthConfig(AppConfig):
         from django.contrib.auth.signals import user_logged_in
         from django.db.models.signals import pre_delete
 
-        from . import checks  # noqa: F401  (registers the system checks)
+        from . import (
+            checks,  # noqa: F401  (registers the system checks)
+            tasks,  # noqa: F401  (registers the Celery tasks, dispatched by name)
+        )
         from .capabilities import autodiscover
 
         autodiscover()

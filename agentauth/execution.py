@@ -1,28 +1,35 @@
 """Running a capability (spec §2.15, §5.11) for the execute endpoint, project views and tasks.
 
-The order of checks is the checklist's E18: capability exists and is granted (and named in the
-JWT's ``capabilities`` claim, if any), the grant's operators are known, the arguments match the
-input schema, then the constraints hold. Only then does the handler run, inside a transaction
-with the grant re-read under lock, so a revocation cannot slip between check and effect (§8.17).
+``execute()`` is the one entry point of ``POST /capability/execute``: it finds the capability,
+applies the location rule, dispatches on the mode, writes exactly one audit row per call, checks
+that results are JSON and re-checks long streams. The order of checks is the checklist's E18:
+capability exists and is granted (and named in the JWT's ``capabilities`` claim, if any), the
+grant's operators are known, the arguments match the input schema, then the constraints hold.
+Only then does the handler run, inside a transaction with the grant re-read under lock, so a
+revocation cannot slip between check and effect (§8.17).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import jsonschema
 from django.core.exceptions import ObjectDoesNotExist, ValidationError
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 from django.utils import timezone
 
-from . import audit, constraints, signals
+from . import audit, constraints, jobs, signals
 from .capabilities import Capability, registry
+from .conf import app_settings
 from .errors import ProtocolError, invalid_request
-from .models import Agent, CapabilityGrant, GrantStatus, Host
-from .tokens import VerifiedAgent
+from .models import Agent, CapabilityGrant, Execution, ExecutionStatus, GrantStatus, Host
+from .tokens import VerifiedAgent, ensure_may_act
 
 logger = logging.getLogger("agentauth")
 
@@ -46,6 +53,46 @@ class ExecutionContext:
     @property
     def jti(self) -> str | None:
         return self.claims.get("jti")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What an accepted call produced, by mode: ``data`` (sync), ``job`` (async) or ``events``
+    (stream: ``(event, JSON text)`` pairs, ending with ``done``)."""
+
+    mode: str
+    data: Any = None
+    job: Execution | None = None
+    events: Iterator[tuple[str, str]] | None = None
+
+
+def execute(verified: VerifiedAgent, name: Any, arguments: Any, request: Any = None) -> Outcome:
+    """Run one ``POST /capability/execute`` call (spec §5.11) and audit it exactly once.
+
+    Any refusal is recorded as ``capability.refused`` with its code, then raised.
+    """
+    try:
+        cap = lookup(name, verified)
+        if cap.url and cap.url != app_settings.DEFAULT_LOCATION:
+            raise invalid_request(
+                f"Capability '{cap.name}' is executed at its own location", location=cap.url
+            )
+        if cap.mode == "async":
+            authorize(verified, cap, arguments)
+            job = jobs.create(verified, cap, arguments)
+            record(verified, cap.name, mode="async", job_id=job.pk)
+            return Outcome("async", job=job)
+        if cap.mode == "stream":
+            grant = authorize(verified, cap, arguments)
+            events = _stream(verified, cap, grant, arguments)
+            record(verified, cap.name, mode="stream")
+            return Outcome("stream", events=events)
+        data = run_sync(verified, cap, arguments, request)
+        record(verified, cap.name, mode="sync")
+        return Outcome("sync", data=data)
+    except ProtocolError as exc:
+        record(verified, name if isinstance(name, str) else "", error=exc)
+        raise
 
 
 def lookup(name: Any, verified: VerifiedAgent) -> Capability:
@@ -178,33 +225,99 @@ def record(
 
 
 def run_sync(
-    verified: VerifiedAgent, cap: Capability, arguments: dict[str, Any], request: Any = None
+    verified: VerifiedAgent,
+    cap: Capability,
+    arguments: dict[str, Any],
+    request: Any = None,
+    *,
+    encoder: type[json.JSONEncoder] = DjangoJSONEncoder,
 ) -> Any:
-    """Check and run in one transaction, the grant row locked (spec §8.17, CN14)."""
+    """Check and run in one transaction, the grant row locked (spec §8.17, CN14).
+
+    The result must encode with ``encoder`` (the response's for sync calls, plain JSON for
+    stored job results); if not, the call fails and what the handler wrote is rolled back.
+    """
     handler = _handler(cap)
     with transaction.atomic():
         grant = authorize(verified, cap, arguments, lock=True)
         ctx = ExecutionContext(verified.agent, verified.host, cap, grant, verified.claims, request)
         try:
-            return handler(ctx, **arguments)
+            result = handler(ctx, **arguments)
         except Exception as exc:
             # Leaving the atomic block with the exception rolls back what the handler wrote.
             raise handler_error(exc) from exc
+        try:
+            json.dumps(result, cls=encoder)
+        except (TypeError, ValueError):
+            raise ProtocolError("internal_error", "The capability returned non-JSON data") from None
+        return result
 
 
-def stream(
+def run_job(job_id: str) -> None:
+    """Run a pending job once. Everything is re-checked: the agent may have been revoked, the
+    grant narrowed or the capability removed since the job was accepted (spec §8.17)."""
+    job = Execution.objects.select_related("agent__host").filter(pk=job_id).first()
+    if job is None or job.status != ExecutionStatus.PENDING:
+        return
+    agent = job.agent
+    result: Any = None
+    error: dict[str, Any] | None = None
+    try:
+        ensure_may_act(agent, agent.host)
+        cap = registry.get(job.capability)
+        if cap is None:
+            raise ProtocolError(
+                "capability_not_granted", f"The capability '{job.capability}' has been removed"
+            )
+        verified = VerifiedAgent(agent=agent, host=agent.host, claims={"jti": job.jti})
+        # Plain JSON: the result is stored in a JSON column, not rendered by a response.
+        result = run_sync(verified, cap, dict(job.arguments), encoder=json.JSONEncoder)
+    except ProtocolError as exc:
+        error = exc.body()
+    now = timezone.now()
+    Execution.objects.filter(pk=job.pk, status=ExecutionStatus.PENDING).update(
+        status=ExecutionStatus.FAILED if error else ExecutionStatus.COMPLETED,
+        result=None if error else result,
+        error=error,
+        finished_at=now,
+        updated_at=now,
+    )
+
+
+def _stream(
     verified: VerifiedAgent, cap: Capability, grant: CapabilityGrant, arguments: dict[str, Any]
-) -> Iterator[tuple[str, Any]]:
-    """Yield ``(event, data)`` pairs; always ends with ``done`` (or ``error`` then ``done``)."""
+) -> Iterator[tuple[str, str]]:
+    """``(event, JSON text)`` pairs; always ends with ``done`` (or ``error`` then ``done``).
+
+    A stream outlives its JWT, so every ``STREAM_RECHECK_SECONDS`` the agent and host must
+    still be allowed to act (the same rule as authentication), and the stream stops at
+    ``STREAM_MAX_SECONDS`` (spec §5.11, §8.17).
+    """
     handler = _handler(cap)
     ctx = ExecutionContext(verified.agent, verified.host, cap, grant, verified.claims)
+    started = last_check = time.monotonic()
     try:
         for chunk in handler(ctx, **arguments):
-            yield "data", chunk
+            now = time.monotonic()
+            if now - started > app_settings.STREAM_MAX_SECONDS:
+                raise ProtocolError("stream_timeout", "Stream time limit")
+            if now - last_check > app_settings.STREAM_RECHECK_SECONDS:
+                last_check = now
+                agent = Agent.objects.select_related("host").get(pk=verified.agent.pk)
+                ensure_may_act(agent, agent.host)
+            try:
+                text = _json(chunk)
+            except (TypeError, ValueError):
+                # A chunk that is not JSON must not cut the stream short: error, then done.
+                raise ProtocolError("internal_error", "Non-JSON stream data") from None
+            yield "data", text
     except Exception as exc:
-        err = handler_error(exc)
-        yield "error", err.body()
-    yield "done", {}
+        yield "error", _json(handler_error(exc).body())
+    yield "done", _json({})
+
+
+def _json(data: Any) -> str:
+    return json.dumps(data, separators=(",", ":"))
 
 
 def _handler(cap: Capability) -> Callable[..., Any]:

@@ -1,26 +1,27 @@
 """Grants: which are effective, and ``POST /agent/request-capability`` (spec §3.3, §5.4).
 
-Auto-approval follows the same narrow policy as registration (``registration.auto_statuses``):
+Auto-approval follows the same narrow policy as registration (``policy.auto_approvable``):
 only ``approval_strength="none"`` capabilities within the host's defaults (linked host) or the
 autonomous policy. Everything else is a pending grant and an approval request.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from . import audit, serializers
-from .approvals import open_request
+from . import agents, approvals, audit
 from .errors import ProtocolError
-from .models import Agent, CapabilityGrant, GrantStatus, Host
+from .models import LIVE_GRANT_STATES, Agent, CapabilityGrant, GrantStatus
 from .policy import auto_approvable, grant_expiry
 from .validation import (
     MESSAGE_MAX,
     REASON_MAX,
+    RequestedCapability,
     check_fields,
     display_text,
     optional_choice,
@@ -28,18 +29,6 @@ from .validation import (
 )
 
 REQUEST_FIELDS = ("capabilities", "reason", "preferred_method", "login_hint", "binding_message")
-
-
-def effective_grant(agent: Agent, capability: str) -> CapabilityGrant | None:
-    """The active, unexpired grant for ``capability`` (spec §3.3, GR7), if any."""
-    now = timezone.now()
-    return (
-        CapabilityGrant.objects.filter(
-            agent=agent, capability=capability, status=GrantStatus.ACTIVE
-        )
-        .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
-        .first()
-    )
 
 
 def effective_names(agent: Agent) -> set[str]:
@@ -51,7 +40,33 @@ def effective_names(agent: Agent) -> set[str]:
     )
 
 
-def request_capabilities(agent: Agent, body: dict[str, Any]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class CapabilityRequest:
+    """A parsed ``POST /agent/request-capability`` body (spec §5.4)."""
+
+    capabilities: list[RequestedCapability]
+    reason: str
+    preferred_method: str | None
+    login_hint: str
+    binding_message: str
+
+    @classmethod
+    def parse(cls, body: dict[str, Any]) -> CapabilityRequest:
+        check_fields(body, REQUEST_FIELDS)
+        return cls(
+            capabilities=requested_capabilities(body.get("capabilities"), required=True),
+            reason=display_text(body.get("reason"), "reason", max_length=REASON_MAX),
+            preferred_method=optional_choice(body, "preferred_method"),
+            login_hint=display_text(body.get("login_hint"), "login_hint", max_length=MESSAGE_MAX),
+            binding_message=display_text(
+                body.get("binding_message"), "binding_message", max_length=MESSAGE_MAX
+            ),
+        )
+
+
+def request_capabilities(
+    agent: Agent, req: CapabilityRequest
+) -> tuple[Agent, list[CapabilityGrant], approvals.IssuedApproval | None]:
     """Ask for more capabilities (spec §5.4) with the checklist's Q29 rules.
 
     - already active with the same effective constraints: nothing to do (409 if that is all);
@@ -59,21 +74,15 @@ def request_capabilities(agent: Agent, body: dict[str, Any]) -> dict[str, Any]:
     - denied before, or active with other constraints: a new pending request (approval of it
       replaces the active grant).
     """
-    check_fields(body, REQUEST_FIELDS)
-    wanted = requested_capabilities(body.get("capabilities"), required=True)
-    reason = display_text(body.get("reason"), "reason", max_length=REASON_MAX)
-    preferred = optional_choice(body, "preferred_method")
-    login_hint = display_text(body.get("login_hint"), "login_hint", max_length=MESSAGE_MAX)
-    binding = display_text(body.get("binding_message"), "binding_message", max_length=MESSAGE_MAX)
+    wanted, reason = req.capabilities, req.reason
     now = timezone.now()
     with transaction.atomic():
-        host = Host.objects.select_for_update().get(pk=agent.host_id)
-        agent = Agent.objects.select_for_update().get(pk=agent.pk)
+        host, agent = agents.lock(agent)
         existing = {
             (g.capability, g.status): g
             for g in agent.grants.filter(
                 capability__in=[rc.name for rc in wanted],
-                status__in=[GrantStatus.ACTIVE, GrantStatus.PENDING],
+                status__in=LIVE_GRANT_STATES,
             )
         }
         result: list[CapabilityGrant] = []
@@ -89,7 +98,7 @@ def request_capabilities(agent: Agent, body: dict[str, Any]) -> dict[str, Any]:
                 pending.save(update_fields=["constraints", "reason", "updated_at"])
                 result.append(pending)
                 continue
-            auto = auto_approvable(host, agent.mode, rc) and active is None
+            auto = auto_approvable(host, agent.mode, rc.capability) and active is None
             grant = CapabilityGrant(
                 agent=agent,
                 capability=rc.name,
@@ -112,13 +121,13 @@ def request_capabilities(agent: Agent, body: dict[str, Any]) -> dict[str, Any]:
             ) from None
         pending_grants = [g for g in result if g.status == GrantStatus.PENDING]
         approval = (
-            open_request(
+            approvals.open_request(
                 agent,
                 pending_grants,
                 reason=reason,
-                binding_message=binding,
-                login_hint=login_hint,
-                preferred_method=preferred,
+                binding_message=req.binding_message,
+                login_hint=req.login_hint,
+                preferred_method=req.preferred_method,
             )
             if pending_grants
             else None
@@ -131,22 +140,16 @@ def request_capabilities(agent: Agent, body: dict[str, Any]) -> dict[str, Any]:
             requested=[rc.name for rc in wanted],
             auto_approved=[g.capability for g in result if g.status == GrantStatus.ACTIVE],
         )
-    data: dict[str, Any] = {
-        "agent_id": agent.pk,
-        "agent_capability_grants": serializers.grants(result, include_granted_by=False),
-    }
-    if approval is not None:
-        data["approval"] = approval.to_wire()
-    return data
+    return agent, result, approval
 
 
 def revoke_grant(grant: CapabilityGrant, *, actor_type: str, actor_id: str = "") -> bool:
     """End one live grant (the agent keeps its others). Returns False if it was not live."""
     now = timezone.now()
     with transaction.atomic():
-        changed = CapabilityGrant.objects.filter(
-            pk=grant.pk, status__in=[GrantStatus.ACTIVE, GrantStatus.PENDING]
-        ).update(status=GrantStatus.REVOKED, updated_at=now)
+        changed = CapabilityGrant.objects.filter(pk=grant.pk, status__in=LIVE_GRANT_STATES).update(
+            status=GrantStatus.REVOKED, updated_at=now
+        )
         if changed:
             audit.record(
                 "grant.revoked",

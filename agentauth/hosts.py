@@ -15,6 +15,7 @@ from .capabilities import registry
 from .conf import app_settings
 from .errors import ProtocolError, invalid_request
 from .models import (
+    LIVE_GRANT_STATES,
     NON_TERMINAL_AGENT_STATES,
     Agent,
     AgentMode,
@@ -79,7 +80,7 @@ def link(host: Host, user: Any, *, actor_type: str = "staff") -> list[str]:
     with transaction.atomic():
         locked = Host.objects.select_for_update().get(pk=host.pk)
         if locked.status in (HostStatus.REVOKED, HostStatus.REJECTED):
-            raise ProtocolError("host_revoked", "A revoked or rejected host cannot be linked")
+            raise agents.host_refusal(locked)
         return link_host(locked, user, actor_type=actor_type)
 
 
@@ -91,9 +92,15 @@ def revoke_host(host: Host, *, actor_type: str, actor_id: str = "") -> int:
     now = timezone.now()
     with transaction.atomic():
         Host.objects.select_for_update().filter(pk=host.pk).first()  # lock order: host first
-        Host.objects.filter(pk=host.pk).exclude(status=HostStatus.REVOKED).update(
-            status=HostStatus.REVOKED, revoked_at=now, updated_at=now
+        changed = (
+            Host.objects.filter(pk=host.pk)
+            .exclude(status=HostStatus.REVOKED)
+            .update(status=HostStatus.REVOKED, revoked_at=now, updated_at=now)
         )
+        if not changed:
+            # Already revoked, and its agents with it: nothing happens, nothing is recorded.
+            host.refresh_from_db()
+            return 0
         agent_ids = agents.revoke_agents_of(host, now, "host_revoked")
         count = len(agent_ids)
         audit.record(
@@ -134,9 +141,9 @@ def link_host(host: Host, user: Any, *, actor_type: str) -> list[str]:
         Agent.objects.filter(pk__in=claimed).update(
             status=AgentStatus.CLAIMED, user=user, updated_at=now
         )
-        CapabilityGrant.objects.filter(
-            agent_id__in=claimed, status__in=[GrantStatus.ACTIVE, GrantStatus.PENDING]
-        ).update(status=GrantStatus.REVOKED, updated_at=now)
+        CapabilityGrant.objects.filter(agent_id__in=claimed, status__in=LIVE_GRANT_STATES).update(
+            status=GrantStatus.REVOKED, updated_at=now
+        )
         agents.close_pending_approvals(claimed, now)
         AuditEvent.objects.filter(agent_id__in=claimed, user_id="").update(user_id=str(user.pk))
     audit.record("host.linked", actor_type=actor_type, host=host, user_id=user.pk, claimed=claimed)
@@ -181,7 +188,7 @@ def rotate_host_key(host: Host, new_jwk: Any) -> Host:
     with transaction.atomic():
         host = Host.objects.select_for_update().get(pk=host.pk)
         if host.status != HostStatus.ACTIVE:
-            raise ProtocolError("host_pending" if host.status == "pending" else "host_revoked")
+            raise agents.host_refusal(host)
         if host.public_key is None:
             raise invalid_request("Only hosts with an inline key rotate through this endpoint")
         if thumbprint == host.thumbprint:

@@ -31,7 +31,6 @@ class AgentStatus(models.TextChoices):
 
 TERMINAL_AGENT_STATES = (AgentStatus.REVOKED, AgentStatus.REJECTED, AgentStatus.CLAIMED)
 NON_TERMINAL_AGENT_STATES = (AgentStatus.ACTIVE, AgentStatus.PENDING, AgentStatus.EXPIRED)
-TERMINAL_HOST_STATES = (HostStatus.REVOKED, HostStatus.REJECTED)
 
 
 class AgentMode(models.TextChoices):

@@ -8,23 +8,23 @@ from typing import Any
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
+from .capabilities import Capability
 from .conf import app_settings
 from .models import Agent, AgentMode, Host
-from .validation import RequestedCapability
 
 
-def auto_approvable(host: Host, mode: str, rc: RequestedCapability) -> bool:
+def auto_approvable(host: Host, mode: str, cap: Capability) -> bool:
     """May this capability be granted without a person? (spec §8.10: calibrate to risk).
 
     Only ``approval_strength="none"``, and only within the linked host's defaults (delegated) or
     the autonomous policy list (unlinked host, checklist Q5).
     """
-    if rc.capability.approval_strength != "none":
+    if cap.approval_strength != "none":
         return False
     if mode == AgentMode.DELEGATED:
-        return host.user_id is not None and rc.name in (host.default_capabilities or [])
+        return host.user_id is not None and cap.name in (host.default_capabilities or [])
     policy = app_settings.AUTONOMOUS_AUTO_APPROVE
-    return host.user_id is None and policy is not None and rc.name in policy
+    return host.user_id is None and policy is not None and cap.name in policy
 
 
 def grant_expiry(capability: str, agent: Agent, now: Any = None) -> Any:

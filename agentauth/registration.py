@@ -1,4 +1,4 @@
-"""Agent registration (spec §5.3) and the grant policy that decides what is auto-approved.
+"""Agent registration (spec §5.3): host creation or lookup, idempotent retries, initial statuses.
 
 Auto-approval is deliberately narrow: only capabilities whose ``approval_strength`` is
 ``"none"``, and only within the host's ``default_capabilities`` (linked host, delegated agent) or
@@ -13,7 +13,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from . import audit, clocks, keys, policy, serializers, signals
+from . import agents, audit, clocks, keys, policy, signals
 from .approvals import IssuedApproval, open_request
 from .conf import app_settings
 from .errors import ProtocolError, invalid_request
@@ -100,10 +100,8 @@ def _get_or_create_host(verified: VerifiedHost, host_name: str) -> tuple[Host, b
     if verified.host is not None:
         host = Host.objects.select_for_update().get(pk=verified.host.pk)
         # A concurrent revoke may have landed since the JWT was verified.
-        if host.status == HostStatus.REVOKED:
-            raise ProtocolError("host_revoked")
-        if host.status == HostStatus.REJECTED:
-            raise ProtocolError("host_rejected")
+        if host.status in (HostStatus.REVOKED, HostStatus.REJECTED):
+            raise agents.host_refusal(host)
         if host_name and host_name != host.name:
             host.name = host_name  # informational only (spec §5.3)
             host.save(update_fields=["name", "updated_at"])
@@ -150,15 +148,21 @@ def _auto(req: RegistrationRequest, host: Host) -> dict[str, GrantStatus]:
     return {
         rc.name: (
             GrantStatus.ACTIVE
-            if not req.force_approval and policy.auto_approvable(host, req.mode, rc)
+            if not req.force_approval and policy.auto_approvable(host, req.mode, rc.capability)
             else GrantStatus.PENDING
         )
         for rc in req.capabilities
     }
 
 
-def register(verified: VerifiedHost, body: dict[str, Any]) -> dict[str, Any]:
-    req = RegistrationRequest.parse(body)
+Registered = tuple[Agent, list[CapabilityGrant], IssuedApproval | None]
+
+
+def register(verified: VerifiedHost, req: RegistrationRequest) -> Registered:
+    """Register an agent under the calling host, creating the host on first contact (spec §5.3).
+
+    Returns the agent, its grants and the approval request opened for a person, if any.
+    """
     agent_key = agent_key_from_claims(verified)
     agent_tp = keys.thumbprint(agent_key)
     now = timezone.now()
@@ -230,7 +234,7 @@ def register(verified: VerifiedHost, body: dict[str, Any]) -> dict[str, Any]:
                 sender=Agent, agent=agent, host=host, created_host=created_host
             )
         )
-    return _response(agent, grants, approval)
+    return agent, grants, approval
 
 
 def _approval_if_needed(
@@ -250,7 +254,7 @@ def _approval_if_needed(
     )
 
 
-def _retry(agent: Agent, req: RegistrationRequest) -> dict[str, Any]:
+def _retry(agent: Agent, req: RegistrationRequest) -> Registered:
     """Same host + agent key again (spec §5.3 idempotency, R13, Q12)."""
     if agent.status != AgentStatus.PENDING:
         raise ProtocolError(
@@ -268,20 +272,4 @@ def _retry(agent: Agent, req: RegistrationRequest) -> dict[str, Any]:
         login_hint=req.login_hint,
         preferred_method=req.preferred_method,
     )
-    return _response(agent, grants, approval)
-
-
-def _response(
-    agent: Agent, grants: list[CapabilityGrant], approval: IssuedApproval | None
-) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "agent_id": agent.pk,
-        "host_id": agent.host_id,
-        "name": agent.name,
-        "mode": agent.mode,
-        "status": agent.status,
-        "agent_capability_grants": serializers.grants(grants, include_granted_by=False),
-    }
-    if approval is not None:
-        data["approval"] = approval.to_wire()
-    return data
+    return agent, grants, approval

@@ -56,8 +56,3 @@ def consume(typ: str, identity: str, jti: str, until: datetime) -> None:
         raise ProtocolError("invalid_jwt", "JWT has already been used (jti replay)") from None
     except DatabaseError as exc:
         raise _unavailable(exc) from exc
-
-
-def purge_expired(now: datetime | None = None) -> int:
-    deleted, _ = ReplayRecord.objects.filter(expires_at__lt=now or timezone.now()).delete()
-    return deleted

@@ -19,7 +19,9 @@ from . import signals
 from .clocks import REASON_ABSOLUTE_LIFETIME
 from .conf import app_settings
 from .models import (
+    LIVE_GRANT_STATES,
     NON_TERMINAL_AGENT_STATES,
+    TERMINAL_AGENT_STATES,
     Agent,
     AgentStatus,
     ApprovalRequest,
@@ -84,8 +86,8 @@ def sweep(now: datetime | None = None) -> dict[str, int]:
         ).update(status=GrantStatus.EXPIRED, updated_at=now)
         # Grants of agents that can never act again stop being live.
         counts["grants_closed"] = CapabilityGrant.objects.filter(
-            status__in=[GrantStatus.ACTIVE, GrantStatus.PENDING],
-            agent__status__in=[AgentStatus.REVOKED, AgentStatus.REJECTED, AgentStatus.CLAIMED],
+            status__in=LIVE_GRANT_STATES,
+            agent__status__in=TERMINAL_AGENT_STATES,
         ).update(status=GrantStatus.REVOKED, updated_at=now)
         counts["approvals_expired"] = ApprovalRequest.objects.filter(
             status=ApprovalStatus.PENDING, expires_at__lte=now

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from . import jobs
+from . import execution
 
 
 @shared_task(name="agentauth.run_capability", ignore_result=True)
 def run_capability(job_id: str) -> None:
-    jobs.run(job_id)
+    execution.run_job(job_id)
 
 
 @shared_task(name="agentauth.sweep", ignore_result=True)

@@ -17,7 +17,7 @@ from typing import Any
 from django.http import HttpRequest
 from django.utils import timezone
 
-from . import clocks, jws, keys, ratelimit, replay
+from . import agents, clocks, jws, keys, ratelimit, replay
 from .conf import app_settings
 from .errors import ProtocolError, invalid_jwt
 from .models import Agent, AgentStatus, Host, HostStatus
@@ -173,31 +173,16 @@ def verify_host_jwt(
     replay.consume(HOST_TYP, iss, _jti(claims), until)
 
     if host is not None:
-        if host.status == HostStatus.REVOKED:
-            raise ProtocolError("host_revoked")
-        if host.status == HostStatus.REJECTED:
-            raise ProtocolError("host_rejected")
-        if host.status == HostStatus.PENDING and not allow_pending:
-            raise ProtocolError("host_pending")
+        if host.status in (HostStatus.REVOKED, HostStatus.REJECTED) or (
+            host.status == HostStatus.PENDING and not allow_pending
+        ):
+            raise agents.host_refusal(host)
         ratelimit.hit("host", host.pk)
         now = timezone.now()
         # Informational (spec §3.1): one write per half minute, not one per request.
         if host.last_used_at is None or (now - host.last_used_at).total_seconds() >= 30:
             Host.objects.filter(pk=host.pk).update(last_used_at=now)
     return VerifiedHost(host=host, thumbprint=iss, public_key=public_key, claims=claims)
-
-
-_AGENT_STATE_ERRORS = {
-    AgentStatus.PENDING: "agent_pending",
-    AgentStatus.EXPIRED: "agent_expired",
-    AgentStatus.REJECTED: "agent_rejected",
-    AgentStatus.CLAIMED: "agent_claimed",
-}
-_HOST_STATE_ERRORS = {
-    HostStatus.PENDING: "host_pending",
-    HostStatus.REVOKED: "host_revoked",
-    HostStatus.REJECTED: "host_rejected",
-}
 
 
 def verify_agent_jwt(
@@ -246,14 +231,7 @@ def ensure_may_act(agent: Agent, host: Host) -> None:
     with the state's own code. Used at authentication and whenever work resumes later (async
     jobs, long streams), so every path gives the same answer."""
     clocks.evaluate_clocks(agent)
-    if agent.status == AgentStatus.REVOKED:
-        code = (
-            "absolute_lifetime_exceeded"
-            if agent.revocation_reason == clocks.REASON_ABSOLUTE_LIFETIME
-            else "agent_revoked"
-        )
-        raise ProtocolError(code)
     if agent.status != AgentStatus.ACTIVE:
-        raise ProtocolError(_AGENT_STATE_ERRORS.get(AgentStatus(agent.status), "unauthorized"))
+        raise agents.agent_refusal(agent)
     if host.status != HostStatus.ACTIVE:
-        raise ProtocolError(_HOST_STATE_ERRORS.get(HostStatus(host.status), "unauthorized"))
+        raise agents.host_refusal(host)

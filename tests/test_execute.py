@@ -364,3 +364,29 @@ def test_server_imposed_constraints_bind_older_grants(api: Api, user: Any) -> No
         {"field": "amount", "constraint": {"max": 10000}, "actual": 50000}
     ]
     assert execute(api, agent, "capped_transfer", {"amount": 500}).status == 200
+
+
+def test_non_json_result_is_one_refusal(api: Api, agent: Any) -> None:
+    # spec §5.11, E19: one call, one audit row and one signal. A result that cannot be sent used
+    # to leave ``executed`` and then ``refused``; now it is a single internal_error refusal and
+    # what the handler wrote is rolled back with it.
+    CapabilityGrant.objects.create(agent=agent[0], capability="non_json_sync", status="active")
+    seen: list[str] = []
+
+    def on_ok(sender: Any, **kw: Any) -> None:
+        seen.append("executed")
+
+    def on_refused(sender: Any, error: str, **kw: Any) -> None:
+        seen.append(error)
+
+    signals.capability_executed.connect(on_ok)
+    signals.capability_refused.connect(on_refused)
+    try:
+        assert_error(execute(api, agent, "non_json_sync"), 500, "internal_error")
+    finally:
+        signals.capability_executed.disconnect(on_ok)
+        signals.capability_refused.disconnect(on_refused)
+    assert seen == ["internal_error"]
+    rows = AuditEvent.objects.filter(capability="non_json_sync")
+    assert [(r.kind, r.error_code) for r in rows] == [("capability.refused", "internal_error")]
+    assert not AuditEvent.objects.filter(kind="test.side_effect").exists()

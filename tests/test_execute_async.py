@@ -4,14 +4,16 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from django.utils import timezone
 
-from agentauth import agents, jobs
+from agentauth import agents, execution
 from agentauth.capabilities import registry
-from agentauth.models import AgentStatus, AuditEvent, CapabilityGrant, Execution
+from agentauth.models import Agent, AgentStatus, AuditEvent, CapabilityGrant, Execution
 from agentauth.testing import agent_token, make_agent, make_host
 from tests.conftest import ISSUER, Api, assert_error
 
@@ -236,7 +238,7 @@ def test_a_finished_job_is_not_run_again(
     started(api, agent, django_capture_on_commit_callbacks, "slow_report", {"n": 2})
     job = Execution.objects.get()
     CapabilityGrant.objects.filter(capability="slow_report").update(status="revoked")
-    jobs.run(job.pk)
+    execution.run_job(job.pk)
     job.refresh_from_db()
     assert job.status == "completed" and job.result == {"total": 4}
 
@@ -314,9 +316,28 @@ def test_stream_ends_when_the_agent_is_revoked(client: Any, agent: Any, settings
     agents.revoke_agent(agent[0], actor_type="user")
     rest = parse(b"".join(chunks))
     assert rest == [
-        ("error", {"error": "agent_revoked", "message": "Agent revoked"}),
+        ("error", {"error": "agent_revoked", "message": "Agent has been revoked"}),
         ("done", {}),
     ]
+
+
+@pytest.mark.parametrize(
+    ("deadline", "code"),
+    [("expires_at", "agent_expired"), ("absolute_expires_at", "absolute_lifetime_exceeded")],
+)
+def test_stream_recheck_applies_the_clocks_and_names_the_state(
+    client: Any, agent: Any, settings: Any, deadline: str, code: str
+) -> None:
+    # spec §2.4, §5.11: the re-check is the authentication rule (clocks first, then state), so
+    # a stream whose agent lapses mid-way ends with that state's own error.
+    settings.AGENTAUTH_STREAM_RECHECK_SECONDS = 0
+    response = stream(client, agent, "count_up", {"n": 100})
+    chunks = iter(response.streaming_content)
+    assert parse(next(chunks)) == [("data", {"i": 0})]
+    past = timezone.now() - timedelta(seconds=1)
+    Agent.objects.filter(pk=agent[0].pk).update(**{deadline: past})
+    rest = parse(b"".join(chunks))
+    assert [(event, data.get("error")) for event, data in rest] == [("error", code), ("done", None)]
 
 
 def test_stream_has_a_maximum_duration(client: Any, agent: Any, settings: Any) -> None:

@@ -506,3 +506,38 @@ def test_host_rotation_to_the_same_key_is_refused(api: Api) -> None:
     _, key = make_host()
     reply = api.post("/host/rotate-key", {"public_key": key.public_jwk}, token=host_token(key))
     assert_error(reply, 400, "invalid_request")
+
+
+def test_revoking_a_revoked_host_again_records_nothing(
+    user: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    # spec §5.10: revocation happens once; a repeat is a no-op with no second row or signal.
+    host, _ = make_host(user=user)
+    make_agent(host)
+    sent: list[int] = []
+
+    def on_revoked(sender: Any, agents_revoked: int, **kw: Any) -> None:
+        sent.append(agents_revoked)
+
+    signals.host_revoked.connect(on_revoked)
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            assert hosts.revoke_host(host, actor_type="user") == 1
+            assert hosts.revoke_host(host, actor_type="user") == 0
+    finally:
+        signals.host_revoked.disconnect(on_revoked)
+    assert AuditEvent.objects.filter(kind="host.revoked", host_id=host.pk).count() == 1
+    assert sent == [1]
+
+
+def test_deleting_a_user_audits_every_agent_it_revokes(user: Any) -> None:
+    # spec §2.6: an agent acting for the deleted user under a host no longer linked to them is
+    # revoked too, and like every revocation it leaves an audit row.
+    host, _ = make_host(user=user)
+    stray, key = make_agent(host)
+    Host.objects.filter(pk=host.pk).update(user=None)
+    user.delete()
+    stray.refresh_from_db()
+    assert stray.status == AgentStatus.REVOKED and stray.revocation_reason == "user_deleted"
+    assert AuditEvent.objects.filter(kind="agent.revoked", agent_id=stray.pk).count() == 1
+    assert code_of(lambda: auth(stray, key)) == "agent_revoked"

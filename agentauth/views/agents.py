@@ -6,12 +6,12 @@ import hmac
 
 from django.http import HttpRequest, HttpResponse
 
-from .. import agents, approvals, clocks, grants, ratelimit, registration, serializers
+from .. import agents, approvals, clocks, grants, ratelimit, registration, wire
 from ..capabilities import registry
 from ..conf import app_settings
 from ..errors import ProtocolError, invalid_request
 from ..models import Agent, Host
-from ..tokens import VerifiedAgent, bearer_token, verify_agent_jwt, verify_host_jwt
+from ..tokens import bearer_token, verify_agent_jwt, verify_host_jwt
 from ..validation import check_fields
 from .auth import authenticate_agent
 from .base import ProtocolView, json_response, read_json_body
@@ -41,8 +41,8 @@ class RegisterView(ProtocolView):
         if verified.host is None:
             # Spec §8.13: unknown-host registration is the cheapest abuse; limit it hard per IP.
             ratelimit.hit("register_unknown_host", ratelimit.client_ip(request))
-        body = read_json_body(request)
-        return json_response(registration.register(verified, body))
+        req = registration.RegistrationRequest.parse(read_json_body(request))
+        return json_response(wire.registration(*registration.register(verified, req)))
 
 
 class StatusView(ProtocolView):
@@ -56,7 +56,7 @@ class StatusView(ProtocolView):
         approvals.pace_polling(agent)
         # Clocks are applied before answering; a host poll does not extend the session (Q14).
         clocks.evaluate_clocks(agent)
-        return json_response(serializers.agent_status(agent, agent.grants.all()))
+        return json_response(wire.agent_status(agent, agent.grants.all()))
 
 
 class RevokeView(ProtocolView):
@@ -69,7 +69,7 @@ class RevokeView(ProtocolView):
         assert verified.host is not None
         agent = agent_of_host(body.get("agent_id"), verified.host)
         agents.revoke_agent(agent, actor_type="host", actor_id=verified.host.pk)
-        return json_response({"agent_id": agent.pk, "status": "revoked"})
+        return json_response(wire.agent_revoked(agent))
 
 
 class RequestCapabilityView(ProtocolView):
@@ -77,7 +77,9 @@ class RequestCapabilityView(ProtocolView):
 
     def post(self, request: HttpRequest) -> HttpResponse:
         verified = authenticate_agent(request, {app_settings.ISSUER})
-        return json_response(grants.request_capabilities(verified.agent, read_json_body(request)))
+        req = grants.CapabilityRequest.parse(read_json_body(request))
+        result = grants.request_capabilities(verified.agent, req)
+        return json_response(wire.capability_request(*result))
 
 
 class IntrospectView(ProtocolView):
@@ -107,36 +109,15 @@ class IntrospectView(ProtocolView):
             # audience this server issues tokens for is acceptable (Q2).
             verified = verify_agent_jwt(token, audiences=introspection_audiences(), consume=False)
         except ProtocolError:
-            return json_response({"active": False})
-        return json_response(introspection_body(verified))
+            return json_response(wire.inactive())
+        names = grants.effective_names(verified.agent)
+        return json_response(wire.introspection(verified.agent, names, verified.capabilities_claim))
 
 
 def introspection_audiences() -> set[str]:
     audiences = {app_settings.ISSUER, app_settings.DEFAULT_LOCATION}
     audiences.update(c.url for c in registry if c.url)
     return audiences
-
-
-def introspection_body(verified: VerifiedAgent) -> dict[str, object]:
-    agent = verified.agent
-    names = grants.effective_names(agent)
-    claim = verified.capabilities_claim
-    if claim is not None:
-        names &= set(claim)
-    body: dict[str, object] = {
-        "active": True,
-        "agent_id": agent.pk,
-        "host_id": agent.host_id,
-        "agent_capability_grants": [
-            {"capability": name, "status": "active"} for name in sorted(names)
-        ],
-        "mode": agent.mode,
-    }
-    if agent.user_id is not None:
-        body["user_id"] = str(agent.user_id)
-    if agent.expires_at is not None:
-        body["expires_at"] = serializers.iso(agent.expires_at)
-    return body
 
 
 class ReactivateView(ProtocolView):
@@ -148,7 +129,8 @@ class ReactivateView(ProtocolView):
         check_fields(body, ("agent_id",))
         assert verified.host is not None
         agent = agent_of_host(body.get("agent_id"), verified.host)
-        return json_response(agents.reactivate(agent, actor_id=verified.host.pk))
+        result = agents.reactivate(agent, actor_id=verified.host.pk)
+        return json_response(wire.reactivation(*result))
 
 
 class RotateKeyView(ProtocolView):
@@ -163,4 +145,4 @@ class RotateKeyView(ProtocolView):
         if "public_key" not in body:
             raise invalid_request("'public_key' is required")
         agent = agents.rotate_agent_key(agent, body["public_key"], actor_id=verified.host.pk)
-        return json_response({"agent_id": agent.pk, "status": agent.status})
+        return json_response(wire.agent_key_rotated(agent))

@@ -3,21 +3,18 @@
 
 from __future__ import annotations
 
-import json
-import time
-from collections.abc import Iterator
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.utils import timezone
 
-from .. import execution, jobs
+from .. import execution, wire
 from ..capabilities import Capability, registry
 from ..conf import app_settings
 from ..errors import ProtocolError, invalid_request
 from ..keys import b64url_decode, b64url_encode
-from ..models import AgentStatus, CapabilityGrant, Execution, GrantStatus, HostStatus
+from ..models import CapabilityGrant, Execution, GrantStatus
 from ..tokens import VerifiedAgent, VerifiedHost
 from ..validation import check_fields
 from .auth import authenticate_agent, execute_audiences, optional_identity
@@ -136,82 +133,32 @@ class DescribeView(ProtocolView):
 
 
 class ExecuteView(ProtocolView):
+    """``POST /capability/execute`` (spec §5.11): parse, ``execution.execute``, render by mode."""
+
     http_method_names = ["post", "options"]
 
     def post(self, request: HttpRequest) -> HttpResponseBase:
         verified = authenticate_agent(request, execute_audiences())
-        name: Any = None
         try:
             body = read_json_body(request)
             check_fields(body, ("capability", "arguments"))
-            name = body.get("capability")
-            arguments = body.get("arguments")
-            arguments = {} if arguments is None else arguments
-            cap = execution.lookup(name, verified)
-            if cap.url and cap.url != app_settings.DEFAULT_LOCATION:
-                raise invalid_request(
-                    f"Capability '{cap.name}' is executed at its own location",
-                    location=cap.url,
-                )
-            return self.run(request, verified, cap, arguments)
         except ProtocolError as exc:
-            execution.record(verified, name if isinstance(name, str) else "", error=exc)
+            # A call whose body cannot be read is still a refused call (checklist E19).
+            execution.record(verified, "", error=exc)
             raise
-
-    def run(
-        self, request: HttpRequest, verified: VerifiedAgent, cap: Capability, arguments: Any
-    ) -> HttpResponseBase:
-        if cap.mode == "async":
-            job = jobs.start(verified, cap, arguments)
-            execution.record(verified, cap.name, mode="async", job_id=job.pk)
-            return json_response(jobs.body(job), status=202, headers={"Retry-After": "1"})
-        if cap.mode == "stream":
-            grant = execution.authorize(verified, cap, arguments)
-            execution.record(verified, cap.name, mode="stream")
-            events = execution.stream(verified, cap, grant, arguments)
-            response = StreamingHttpResponse(
-                _sse(events, verified), content_type="text/event-stream"
-            )
+        arguments = body.get("arguments")
+        outcome = execution.execute(
+            verified, body.get("capability"), {} if arguments is None else arguments, request
+        )
+        if outcome.job is not None:
+            return json_response(wire.job(outcome.job), status=202, headers={"Retry-After": "1"})
+        if outcome.events is not None:
+            frames = (f"event: {name}\ndata: {data}\n\n".encode() for name, data in outcome.events)
+            response = StreamingHttpResponse(frames, content_type="text/event-stream")
             response.headers["Cache-Control"] = "no-store"
             response.headers["X-Accel-Buffering"] = "no"
             return response
-        data = execution.run_sync(verified, cap, arguments, request)
-        execution.record(verified, cap.name, mode="sync")
-        try:
-            return json_response({"data": data})
-        except TypeError:
-            raise ProtocolError("internal_error", "The capability returned non-JSON data") from None
-
-
-def _sse(events: Iterator[tuple[str, Any]], verified: VerifiedAgent) -> Iterator[bytes]:
-    """Server-Sent Events (spec §5.11): ``data``/``error``/``done``. Streams outliving the JWT
-    re-check revocation every ``STREAM_RECHECK_SECONDS`` and stop at ``STREAM_MAX_SECONDS``."""
-    started = last_check = time.monotonic()
-    for event, data in events:
-        now = time.monotonic()
-        if now - started > app_settings.STREAM_MAX_SECONDS:
-            yield _event("error", {"error": "stream_timeout", "message": "Stream time limit"})
-            break
-        if now - last_check > app_settings.STREAM_RECHECK_SECONDS:
-            last_check = now
-            agent = type(verified.agent).objects.select_related("host").get(pk=verified.agent.pk)
-            if agent.status != AgentStatus.ACTIVE or agent.host.status != HostStatus.ACTIVE:
-                yield _event("error", {"error": "agent_revoked", "message": "Agent revoked"})
-                break
-        try:
-            chunk = _event(event, data)
-        except (TypeError, ValueError):
-            # A chunk that is not JSON must not cut the stream short: error, then done (§5.11).
-            yield _event("error", {"error": "internal_error", "message": "Non-JSON stream data"})
-            break
-        yield chunk
-        if event == "done":
-            return
-    yield _event("done", {})
-
-
-def _event(event: str, data: Any) -> bytes:
-    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+        return json_response(wire.sync_result(outcome.data))
 
 
 class ExecutionStatusView(ProtocolView):
@@ -225,4 +172,4 @@ class ExecutionStatusView(ProtocolView):
         if job is None:
             # Another agent's job is indistinguishable from no job (checklist E13).
             raise ProtocolError("not_found", "No such execution")
-        return json_response(jobs.body(job))
+        return json_response(wire.job(job))

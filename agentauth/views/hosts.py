@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse
 
-from .. import hosts
+from .. import hosts, wire
 from ..errors import invalid_request
 from ..tokens import bearer_token, verify_host_jwt
 from ..validation import check_fields
@@ -19,9 +19,7 @@ class RevokeHostView(ProtocolView):
         check_fields(read_json_body(request, allow_empty=True), ())
         assert verified.host is not None
         count = hosts.revoke_host(verified.host, actor_type="host", actor_id=verified.host.pk)
-        return json_response(
-            {"host_id": verified.host.pk, "status": "revoked", "agents_revoked": count}
-        )
+        return json_response(wire.host_revoked(verified.host, count))
 
 
 class RotateHostKeyView(ProtocolView):
@@ -35,4 +33,4 @@ class RotateHostKeyView(ProtocolView):
             raise invalid_request("'public_key' is required")
         assert verified.host is not None
         host = hosts.rotate_host_key(verified.host, body["public_key"])
-        return json_response({"host_id": host.pk, "status": host.status})
+        return json_response(wire.host_key_rotated(host))

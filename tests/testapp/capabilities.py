@@ -202,3 +202,16 @@ def non_json_stream(ctx: Any) -> Any:
     yield {"i": 0}
     yield {1, 2}
     yield {"i": 2}
+
+
+@capability(
+    "non_json_sync",
+    description="A sync capability that writes, then returns data that is not JSON",
+    approval_strength="none",
+    public=False,
+)
+def non_json_sync(ctx: Any) -> set[int]:
+    from agentauth import audit
+
+    audit.record("test.side_effect", actor_type="agent", agent=ctx.agent)
+    return {1, 2}

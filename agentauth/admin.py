@@ -1,7 +1,8 @@
 """Admin: staff approve, deny and revoke through the same domain functions as the API.
 
-Actions never ``queryset.update()`` state: each object goes through ``approvals.decide`` or
-``lifecycle.revoke_*`` so the audit trail and signals are identical whatever the entry point.
+Actions never ``queryset.update()`` state: each object goes through ``approvals.decide``,
+``agents.revoke_agent`` or ``hosts.revoke_host``/``unlink_host``, so the audit trail and signals
+are identical whatever the entry point.
 """
 
 from __future__ import annotations

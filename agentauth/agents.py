@@ -75,6 +75,7 @@ def lock(agent: Agent) -> tuple[Host, Agent]:
 
 
 def close_pending_approvals(agent_ids: Any, now: datetime) -> None:
+    """An agent that can no longer be approved must not leave a person a live approval page."""
     ApprovalRequest.objects.filter(agent_id__in=agent_ids, status=ApprovalStatus.PENDING).update(
         status=ApprovalStatus.EXPIRED, decided_at=now, updated_at=now
     )
@@ -123,6 +124,8 @@ def revoke_agent(
 
 
 def revoke_agents_of(host: Host, now: datetime, reason: str, **filters: Any) -> list[str]:
+    """A host cascade in one statement (the caller holds the host lock and writes one audit row
+    naming the ids, not one per agent)."""
     agent_ids = list(
         Agent.objects.filter(
             host=host, status__in=NON_TERMINAL_AGENT_STATES, **filters

@@ -278,8 +278,9 @@ def test_host_jwt_header_and_claims() -> None:
     assert before <= claims["iat"] <= int(time.time())
     assert claims["exp"] - claims["iat"] == 60
     assert str(uuid.UUID(claims["jti"])) == claims["jti"]
-    assert claims["host_public_key"] == host.public_jwk
-    assert claims["agent_public_key"] == agent.public_jwk
+    # Every JWK carries kid = its RFC 7638 thumbprint (servers that look hosts up by kid).
+    assert claims["host_public_key"] == {**host.public_jwk, "kid": claims["iss"]}
+    assert claims["agent_public_key"] == {**agent.public_jwk, "kid": agent.thumbprint}
 
 
 def test_host_jwt_without_agent_key_and_host_key() -> None:
@@ -489,8 +490,8 @@ def test_register_sends_host_jwt_with_fresh_agent_key(server: FakeServer) -> Non
     claims = jwt.decode(
         hit.token, public_key_of(client.host.public_jwk), algorithms=["EdDSA"], audience=server.url
     )
-    assert claims["agent_public_key"] == conn.agent.public_jwk
-    assert claims["host_public_key"] == client.host.public_jwk
+    assert claims["agent_public_key"] == conn.agent.wire_jwk
+    assert claims["host_public_key"] == client.host.wire_jwk
     second = client.register("bot", host_name="laptop")
     assert second.agent != conn.agent  # a new agent keypair per registration
 
@@ -567,7 +568,7 @@ def test_rotate_host_key_signs_with_current_key_then_swaps(server: FakeServer) -
     assert client.host == new
     [hit] = server.hits("/host/rotate-key")
     jwt.decode(hit.token, public_key_of(old.public_jwk), algorithms=["EdDSA"], audience=server.url)
-    assert hit.json == {"public_key": new.public_jwk}
+    assert hit.json == {"public_key": new.wire_jwk}
 
 
 def test_client_sign_agent_jwt_refuses_ungranted_capabilities(server: FakeServer) -> None:
@@ -582,6 +583,32 @@ def test_client_sign_agent_jwt_refuses_ungranted_capabilities(server: FakeServer
     with pytest.raises(ProtocolError) as info:
         client.sign_agent_jwt(conn, capabilities=["transfer"])
     assert info.value.code == "capability_not_granted"
+
+
+@pytest.mark.parametrize(
+    ("agent_iss", "expected"), [("thumbprint", "host"), ("host_id", "hst_test"), ("omit", None)]
+)
+def test_agent_iss_option(server: FakeServer, agent_iss: str, expected: str | None) -> None:
+    # §4.3 leaves agent-JWT iss to the server: this server wants the thumbprint, the TypeScript
+    # reference server only its host_id or nothing, the TypeScript SDK sends nothing.
+    server.discovery()
+    client, _ = make_client(server, agent_iss=agent_iss)
+    conn = connection_for(client, "check_balance")
+    claims = jwt.decode(
+        client.sign_agent_jwt(conn),
+        public_key_of(conn.agent.public_jwk),
+        algorithms=["EdDSA"],
+        audience=server.url,
+    )
+    want = client.host.thumbprint if expected == "host" else expected
+    assert claims.get("iss") == want
+    if agent_iss == "host_id":
+        conn.host_id = None
+        with pytest.raises(ProtocolError) as info:
+            client.sign_agent_jwt(conn)
+        assert info.value.code == "invalid_state"
+    with pytest.raises(ValueError):
+        AgentAuthClient(server.url, agent_iss="sub")  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- execution
@@ -791,7 +818,7 @@ def test_cli_register_status_revoke_with_private_state_file(
         algorithms=["EdDSA"],
         audience=server.url,
     )
-    assert register_claims["agent_public_key"] == agent.public_jwk
+    assert register_claims["agent_public_key"] == agent.wire_jwk
 
     assert cli_main(["--state", str(state_path), "status", server.url, "agt_9"]) == 0
     assert json.loads(capsys.readouterr().out)["status"] == "active"

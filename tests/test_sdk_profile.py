@@ -72,9 +72,7 @@ def test_sdk_profile_executes_a_located_capability(issuer: str, user: Any) -> No
     host_key = Keypair.generate()
     make_host(user=user, key=host_key)
     client = SdkProfileClient(issuer, host_key)
-    connection = client.register(
-        "SDK-style agent", capabilities=["ticket.read", "ticket.escalate"]
-    )
+    connection = client.register("SDK-style agent", capabilities=["ticket.read", "ticket.escalate"])
     out = StringIO()
     call_command("agentauth_approve", connection.agent_id, "--user", "alice", stdout=out)
     assert json.loads(out.getvalue())["status"] == "active"

@@ -244,7 +244,7 @@ def test_revoked_host(api: Api, known: Any) -> None:
 def test_rejected_host(api: Api, known: Any) -> None:
     # spec: J-HV8, §2.11; a rejected host may only read status (§7.1 step 4, tested in
     # test_registration), every other host endpoint refuses it.
-    host, key, agent_id = known
+    host, key, _ = known
     Host.objects.filter(pk=host.pk).update(status=HostStatus.REJECTED)
     raises("host_rejected", tokens.verify_host_jwt, host_token(key), allow_pending=True)
     assert tokens.verify_host_jwt(host_token(key), allow_rejected=True).host == host

@@ -91,8 +91,9 @@ def sign_agent_jwt(
     ``aud`` is the caller's choice because it differs per use: the issuer for auth-server calls,
     the resolved location for execution. ``iss`` is included only when ``host_thumbprint`` is
     given (any host identifier the server expects: its thumbprint, or the ``host_id`` some
-    servers want); the TypeScript SDK omits it, and servers must cope with both. ``capabilities`` narrows
-    the token; an empty or absent list means "all granted capabilities", so it is then omitted.
+    servers want); the TypeScript SDK omits it, and servers must cope with both.
+    ``capabilities`` narrows the token; an empty or absent list means "all granted
+    capabilities", so it is then omitted.
     """
     claims: dict[str, Any] = {"sub": agent_id, "aud": audience, **_time_claims(lifetime)}
     if host_thumbprint is not None:

@@ -44,4 +44,5 @@ class _UnderMount(URLPattern):
 
 def catch_all() -> URLPattern:
     """The last pattern of ``agentauth.urls``."""
-    return _UnderMount(RegexPattern(r"^", name="not_found", is_endpoint=True), NotFoundView.as_view(), name="not_found")
+    pattern = RegexPattern(r"^", name="not_found", is_endpoint=True)
+    return _UnderMount(pattern, NotFoundView.as_view(), name="not_found")

@@ -1,9 +1,9 @@
 """Malformed input never gets a 5xx (issue 2 acceptance; spec §5.13, ER1-ER8).
 
 Hypothesis throws the profile's ``max_examples`` generated requests at every protocol endpoint:
-arbitrary bytes, arbitrary JSON, wrong types for known fields, unknown fields, wrong content types, garbage or
-forged JWTs, and valid JWTs with fuzzed bodies. Every answer must be a spec-shaped error (or a
-success for the odd valid request), never a 5xx or an HTML page.
+arbitrary bytes, arbitrary JSON, wrong types for known fields, unknown fields, wrong content
+types, garbage or forged JWTs, and valid JWTs with fuzzed bodies. Every answer must be a
+spec-shaped error (or a success for the odd valid request), never a 5xx or an HTML page.
 """
 
 from __future__ import annotations

@@ -206,7 +206,7 @@ def reactivate(
             raise host_refusal(host)
 
         # Step 3: every existing grant ends (kept as history, never shown, checklist Q9).
-        agent.grants.filter(status__in=LIVE_GRANT_STATES).update(
+        ended = agent.grants.filter(status__in=LIVE_GRANT_STATES).update(
             status=GrantStatus.REVOKED, updated_at=now
         )
         close_pending_approvals([agent.pk], now)
@@ -218,6 +218,11 @@ def reactivate(
         ]
         needs_person = agent.mode == AgentMode.DELEGATED and host.user_id is None
         if agent.mode == AgentMode.AUTONOMOUS and not _autonomous_allowed():
+            needs_person = True
+        if ended and not defaults:
+            # Nothing to fall back to: an agent that lost every grant is not handed back active
+            # and empty without a word; a person decides (step 6: "pending if approval is
+            # required"), and the agent re-requests what it needs (§5.4).
             needs_person = True
         new = [
             CapabilityGrant(

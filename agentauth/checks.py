@@ -54,6 +54,14 @@ def check_capabilities(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                         id="agentauth.E011",
                     )
                 )
+    unknown = [n for n in app_settings.DEFAULT_HOST_CAPABILITIES if n not in registry]
+    if unknown:
+        errors.append(
+            Error(
+                f"AGENTAUTH_DEFAULT_HOST_CAPABILITIES names unknown capabilities: {unknown}.",
+                id="agentauth.E012",
+            )
+        )
     modes = set(app_settings.MODES)
     if not modes or not modes <= {"delegated", "autonomous"}:
         errors.append(

@@ -146,6 +146,18 @@ class AppSettings:
         return None if value is None else tuple(value)
 
     @property
+    def DEFAULT_HOST_CAPABILITIES(self) -> tuple[str, ...]:
+        """The ``default_capabilities`` a dynamically registered host starts with (spec §2.8,
+        §3.1), editable per host in the admin afterwards.
+
+        Defaults are what a host's agents get back on reactivation (§5.6 step 4) and what a
+        linked host's delegated agents may be granted without asking. They grant nothing to a
+        self-attested host by themselves (§8.10): auto-approval still needs a linked host, or
+        for autonomous agents ``AUTONOMOUS_AUTO_APPROVE``, and ``approval_strength="none"``.
+        """
+        return tuple(_get("DEFAULT_HOST_CAPABILITIES", ()))
+
+    @property
     def CAPABILITY_NAME_PATTERN(self) -> str:
         """Admits the spec's snake_case and dotted names such as ``ticket.read``."""
         return str(_get("CAPABILITY_NAME_PATTERN", r"[a-z0-9_]+(\.[a-z0-9_]+)*"))

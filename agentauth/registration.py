@@ -115,6 +115,8 @@ def _get_or_create_host(verified: VerifiedHost, host_name: str) -> tuple[Host, b
                 thumbprint=verified.thumbprint,
                 public_key=verified.public_key,
                 status=HostStatus.PENDING,
+                # Defaults only: nothing is granted until policy or a person allows (§8.10).
+                default_capabilities=list(app_settings.DEFAULT_HOST_CAPABILITIES),
             )
         return host, True
     except IntegrityError:

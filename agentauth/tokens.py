@@ -131,11 +131,14 @@ def verify_host_jwt(
     *,
     allow_unknown: bool = False,
     allow_pending: bool = False,
+    allow_rejected: bool = False,
 ) -> VerifiedHost:
     """Verify a host JWT (spec §4.5.1).
 
     ``allow_unknown``: an unknown host is a dynamic registration (only ``/agent/register``).
     ``allow_pending``: a pending host may poll status and revoke (checklist Q4).
+    ``allow_rejected``: a rejected host may still read its agents' status, so the client that
+    asked learns the outcome (spec §7.1 step 4: polling ends at ``rejected``).
     """
     parsed = jws.parse(token)
     if not jws.typ_matches(parsed.header, HOST_TYP):
@@ -173,8 +176,10 @@ def verify_host_jwt(
     replay.consume(HOST_TYP, iss, _jti(claims), until)
 
     if host is not None:
-        if host.status in (HostStatus.REVOKED, HostStatus.REJECTED) or (
-            host.status == HostStatus.PENDING and not allow_pending
+        if (
+            host.status == HostStatus.REVOKED
+            or (host.status == HostStatus.REJECTED and not allow_rejected)
+            or (host.status == HostStatus.PENDING and not allow_pending)
         ):
             raise agents.host_refusal(host)
         ratelimit.hit("host", host.pk)

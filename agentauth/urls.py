@@ -11,6 +11,7 @@ from django.urls import path
 
 from . import views
 from .views import approvals as approval_pages
+from .views.fallback import catch_all
 
 app_name = "agentauth"
 
@@ -59,6 +60,8 @@ urlpatterns = [
         name="webauthn-register-complete",
     ),
     path("connected", approval_pages.connected, name="connected"),
+    # Last: unknown paths under the mount get a JSON 404 (spec §5.13), not the HTML page.
+    catch_all(),
 ]
 
 well_known_urlpatterns = [

@@ -44,7 +44,13 @@ def test_anonymous_list(api: Api) -> None:
     reply = api.get("/capability/list")
     assert reply.status == 200
     assert names(reply) >= PUBLIC and "close_account" not in names(reply)
-    assert all(set(c) == {"name", "description"} for c in reply.body["capabilities"])
+    # §5.2 summary fields, plus §2.12 location where the capability has one (the SDK reads it
+    # only here).
+    for c in reply.body["capabilities"]:
+        expected = {"name", "description"} | ({"location"} if "location" in c else set())
+        assert set(c) == expected, c
+    located = {c["name"]: c["location"] for c in reply.body["capabilities"] if "location" in c}
+    assert located == {"ticket.escalate": "http://testserver/support/escalate"}
     assert reply.body["has_more"] is False and reply.body["next_cursor"] is None
     assert reply.headers["Cache-Control"] == "public, max-age=300"
 
@@ -419,7 +425,8 @@ def test_only_effective_grants_are_granted(api: Api, user: Any) -> None:
     assert status["check_balance"] == "granted"
     assert status["transfer"] == status["read_only_note"] == status["count_up"] == "not_granted"
     assert all(
-        set(c) == {"name", "description", "grant_status"} for c in reply.body["capabilities"]
+        set(c) - {"location"} == {"name", "description", "grant_status"}
+        for c in reply.body["capabilities"]
     )
 
 

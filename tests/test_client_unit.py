@@ -278,8 +278,9 @@ def test_host_jwt_header_and_claims() -> None:
     assert before <= claims["iat"] <= int(time.time())
     assert claims["exp"] - claims["iat"] == 60
     assert str(uuid.UUID(claims["jti"])) == claims["jti"]
-    assert claims["host_public_key"] == host.public_jwk
-    assert claims["agent_public_key"] == agent.public_jwk
+    # Every JWK carries kid = its RFC 7638 thumbprint (servers that look hosts up by kid).
+    assert claims["host_public_key"] == {**host.public_jwk, "kid": claims["iss"]}
+    assert claims["agent_public_key"] == {**agent.public_jwk, "kid": agent.thumbprint}
 
 
 def test_host_jwt_without_agent_key_and_host_key() -> None:
@@ -489,8 +490,8 @@ def test_register_sends_host_jwt_with_fresh_agent_key(server: FakeServer) -> Non
     claims = jwt.decode(
         hit.token, public_key_of(client.host.public_jwk), algorithms=["EdDSA"], audience=server.url
     )
-    assert claims["agent_public_key"] == conn.agent.public_jwk
-    assert claims["host_public_key"] == client.host.public_jwk
+    assert claims["agent_public_key"] == conn.agent.wire_jwk
+    assert claims["host_public_key"] == client.host.wire_jwk
     second = client.register("bot", host_name="laptop")
     assert second.agent != conn.agent  # a new agent keypair per registration
 
@@ -567,7 +568,7 @@ def test_rotate_host_key_signs_with_current_key_then_swaps(server: FakeServer) -
     assert client.host == new
     [hit] = server.hits("/host/rotate-key")
     jwt.decode(hit.token, public_key_of(old.public_jwk), algorithms=["EdDSA"], audience=server.url)
-    assert hit.json == {"public_key": new.public_jwk}
+    assert hit.json == {"public_key": new.wire_jwk}
 
 
 def test_client_sign_agent_jwt_refuses_ungranted_capabilities(server: FakeServer) -> None:
@@ -582,6 +583,32 @@ def test_client_sign_agent_jwt_refuses_ungranted_capabilities(server: FakeServer
     with pytest.raises(ProtocolError) as info:
         client.sign_agent_jwt(conn, capabilities=["transfer"])
     assert info.value.code == "capability_not_granted"
+
+
+@pytest.mark.parametrize(
+    ("agent_iss", "expected"), [("thumbprint", "host"), ("host_id", "hst_test"), ("omit", None)]
+)
+def test_agent_iss_option(server: FakeServer, agent_iss: str, expected: str | None) -> None:
+    # §4.3 leaves agent-JWT iss to the server: this server wants the thumbprint, the TypeScript
+    # reference server only its host_id or nothing, the TypeScript SDK sends nothing.
+    server.discovery()
+    client, _ = make_client(server, agent_iss=agent_iss)
+    conn = connection_for(client, "check_balance")
+    claims = jwt.decode(
+        client.sign_agent_jwt(conn),
+        public_key_of(conn.agent.public_jwk),
+        algorithms=["EdDSA"],
+        audience=server.url,
+    )
+    want = client.host.thumbprint if expected == "host" else expected
+    assert claims.get("iss") == want
+    if agent_iss == "host_id":
+        conn.host_id = None
+        with pytest.raises(ProtocolError) as info:
+            client.sign_agent_jwt(conn)
+        assert info.value.code == "invalid_state"
+    with pytest.raises(ValueError):
+        AgentAuthClient(server.url, agent_iss="sub")  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- execution
@@ -791,7 +818,7 @@ def test_cli_register_status_revoke_with_private_state_file(
         algorithms=["EdDSA"],
         audience=server.url,
     )
-    assert register_claims["agent_public_key"] == agent.public_jwk
+    assert register_claims["agent_public_key"] == agent.wire_jwk
 
     assert cli_main(["--state", str(state_path), "status", server.url, "agt_9"]) == 0
     assert json.loads(capsys.readouterr().out)["status"] == "active"
@@ -841,3 +868,147 @@ def test_unexpected_404_refreshes_discovery_once(server: FakeServer) -> None:
         for p in ("/old/status", "/new/status")
     )
     assert old_jti != new_jti
+
+
+# ------------------------------------------------------------------- CLI parity with the SDK
+
+
+@pytest.fixture
+def cli_agent(server: FakeServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
+    """A state file holding one registered agent, agt_9 of hst_9 at ``server``."""
+    server.discovery()
+    registered = {"agent_id": "agt_9", "host_id": "hst_9", "status": "active"}
+    grants = [{"capability": "check_balance", "status": "active"}]
+    server.json_route("/agent/register", {**registered, "agent_capability_grants": grants})
+    state_path = tmp_path / "state.json"
+    assert cli_main(["register", server.url, "--name", "bot", "--state", str(state_path)]) == 0
+    capsys.readouterr()
+    return state_path
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
+    assert cli_main(list(argv)) == 0, capsys.readouterr().err
+    return json.loads(capsys.readouterr().out)
+
+
+def test_cli_capabilities_and_describe(
+    server: FakeServer, cli_agent: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server.json_route(
+        "/capability/list",
+        {"capabilities": [{"name": "check_balance", "description": "d"}], "has_more": False},
+    )
+    server.json_route("/capability/describe", {"name": "check_balance", "description": "d"})
+    state = ["--state", str(cli_agent)]
+    listed = run_cli(capsys, "capabilities", server.url, "--query", "balance", *state)
+    assert listed == [{"name": "check_balance", "description": "d"}]
+    anonymous = server.hits("/capability/list")[-1]
+    assert "authorization" not in anonymous.headers and anonymous.query["query"] == ["balance"]
+    run_cli(capsys, "capabilities", server.url, "--agent", "agt_9", *state)
+    as_agent = jwt.decode(
+        server.hits("/capability/list")[-1].token, options={"verify_signature": False}
+    )
+    assert as_agent["sub"] == "agt_9" and as_agent["aud"] == server.url
+    described = run_cli(capsys, "describe", server.url, "check_balance", *state)
+    assert described["name"] == "check_balance"
+    assert server.hits("/capability/describe")[-1].query["name"] == ["check_balance"]
+
+
+def test_cli_request_reactivate_sign_and_introspect(
+    server: FakeServer, cli_agent: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = ["--state", str(cli_agent)]
+    server.json_route(
+        "/agent/request-capability",
+        {
+            "agent_id": "agt_9",
+            "agent_capability_grants": [{"capability": "transfer", "status": "pending"}],
+        },
+    )
+    out = run_cli(capsys, "request", server.url, "agt_9", "transfer", "--reason", "why", *state)
+    assert out["agent_capability_grants"][0]["status"] == "pending"
+    assert server.hits("/agent/request-capability")[0].json == {
+        "capabilities": ["transfer"],
+        "reason": "why",
+    }
+    stored = json.loads(cli_agent.read_text())["agents"]["agt_9"]
+    assert {g["capability"]: g["status"] for g in stored["grants"]} == {
+        "check_balance": "active",
+        "transfer": "pending",
+    }
+
+    server.json_route("/agent/reactivate", {"agent_id": "agt_9", "status": "active"})
+    assert run_cli(capsys, "reactivate", server.url, "agt_9", *state)["status"] == "active"
+    assert server.hits("/agent/reactivate")[0].json == {"agent_id": "agt_9"}
+
+    token = run_cli(capsys, "sign", server.url, "agt_9", "--capability", "check_balance", *state)[
+        "token"
+    ]
+    agent = Keypair.from_private_jwk(stored["agent_key"])
+    claims = jwt.decode(
+        token, public_key_of(agent.public_jwk), algorithms=["EdDSA"], audience=server.url
+    )
+    assert claims["sub"] == "agt_9" and claims["capabilities"] == ["check_balance"]
+    # The agent's own sign tool never vouches for what it does not hold.
+    assert cli_main(["sign", server.url, "agt_9", "--capability", "transfer", *state]) == 1
+    assert json.loads(capsys.readouterr().err)["error"] == "capability_not_granted"
+
+    server.json_route("/agent/introspect", {"active": True, "agent_id": "agt_9"})
+    assert run_cli(capsys, "introspect", server.url, token, *state)["active"] is True
+    assert server.hits("/agent/introspect")[0].json == {"token": token}
+
+
+def test_cli_key_rotations_update_the_state_file(
+    server: FakeServer, cli_agent: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = ["--state", str(cli_agent)]
+    before = json.loads(cli_agent.read_text())
+    old_host = Keypair.from_private_jwk(before["host"])
+    old_agent = Keypair.from_private_jwk(before["agents"]["agt_9"]["agent_key"])
+
+    server.json_route("/agent/rotate-key", {"agent_id": "agt_9", "status": "active"})
+    run_cli(capsys, "rotate-agent-key", server.url, "agt_9", *state)
+    new_agent = Keypair.from_private_jwk(
+        json.loads(cli_agent.read_text())["agents"]["agt_9"]["agent_key"]
+    )
+    assert new_agent != old_agent
+    [hit] = server.hits("/agent/rotate-key")
+    assert hit.json == {"agent_id": "agt_9", "public_key": new_agent.wire_jwk}
+
+    server.json_route("/host/rotate-key", {"host_id": "hst_9", "status": "active"})
+    run_cli(capsys, "rotate-host-key", server.url, *state)
+    new_host = Keypair.from_private_jwk(json.loads(cli_agent.read_text())["host"])
+    assert new_host != old_host
+    [hit] = server.hits("/host/rotate-key")
+    jwt.decode(
+        hit.token, public_key_of(old_host.public_jwk), algorithms=["EdDSA"], audience=server.url
+    )
+    assert hit.json == {"public_key": new_host.wire_jwk}
+    assert stat.S_IMODE(cli_agent.stat().st_mode) == 0o600
+
+
+def test_cli_revoke_host_forgets_that_servers_agents(
+    server: FakeServer, cli_agent: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server.json_route(
+        "/host/revoke", {"host_id": "hst_9", "status": "revoked", "agents_revoked": 1}
+    )
+    state = ["--state", str(cli_agent)]
+    assert run_cli(capsys, "revoke-host", server.url, *state)["agents_revoked"] == 1
+    assert server.hits("/host/revoke")[0].json == {}
+    assert json.loads(cli_agent.read_text())["agents"] == {}
+
+
+def test_cli_agent_iss_option(
+    server: FakeServer, cli_agent: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server.json_route("/capability/execute", {"data": {}})
+    state = ["--state", str(cli_agent)]
+    for choice, expected in (("host_id", "hst_9"), ("omit", None)):
+        run_cli(
+            capsys, "execute", server.url, "agt_9", "check_balance", "--agent-iss", choice, *state
+        )
+        claims = jwt.decode(
+            server.hits("/capability/execute")[-1].token, options={"verify_signature": False}
+        )
+        assert claims.get("iss") == expected

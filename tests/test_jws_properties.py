@@ -195,7 +195,7 @@ def test_signed_token_round_trips_and_verifies_only_with_its_key(
         "iss": key.thumbprint,
         "sub": key.thumbprint,
         "aud": ISSUER,
-        "host_public_key": key.public_jwk,
+        "host_public_key": key.wire_jwk,
     }
     for name, value in defaults.items():
         if name not in claims:

@@ -212,6 +212,104 @@ def test_reactivate_under_an_unlinked_host_waits_for_a_person(api: Api) -> None:
     assert reply.body["status"] == "pending" and "approval" in reply.body
 
 
+def _expire(agent_id: str) -> None:
+    Agent.objects.filter(pk=agent_id).update(status=AgentStatus.EXPIRED)
+
+
+def test_dynamic_host_starts_with_the_default_set_but_is_granted_nothing(
+    api: Api, settings: Any
+) -> None:
+    # §2.8: a dynamically registered host has "a set of default capabilities"; §8.10: a
+    # self-attested host is granted nothing until approval completes.
+    settings.AGENTAUTH_DEFAULT_HOST_CAPABILITIES = ["check_balance", "transfer"]
+    host_key = Keypair.generate()
+    reply = api.register(host_key, body={"name": "d", "capabilities": ["check_balance"]})
+    assert reply.body["status"] == "pending"
+    assert [g["status"] for g in reply.body["agent_capability_grants"]] == ["pending"]
+    host = Host.objects.get(thumbprint=host_key.thumbprint)
+    assert host.default_capabilities == ["check_balance", "transfer"]
+    auto = api.register(host_key, body={"name": "a", "mode": "autonomous"})
+    assert auto.body["status"] == "pending"  # no AUTONOMOUS_AUTO_APPROVE policy: a person
+
+
+def test_reactivation_regrants_a_dynamic_hosts_defaults(api: Api, settings: Any) -> None:
+    # §5.6 step 4: the host's default set is granted again under the registration rules:
+    # automatically only where policy allows (check_balance), else pending with an approval.
+    settings.AGENTAUTH_DEFAULT_HOST_CAPABILITIES = ["check_balance", "transfer"]
+    settings.AGENTAUTH_AUTONOMOUS_AUTO_APPROVE = ["check_balance"]
+    host_key = Keypair.generate()
+    reply = api.register(
+        host_key, body={"name": "a", "mode": "autonomous", "capabilities": ["check_balance"]}
+    )
+    assert reply.body["status"] == "active"
+    _expire(reply.body["agent_id"])
+    again = api.post(
+        "/agent/reactivate", {"agent_id": reply.body["agent_id"]}, token=host_token(host_key)
+    )
+    assert again.status == 200, again.body
+    grants = {g["capability"]: g["status"] for g in again.body["agent_capability_grants"]}
+    assert again.body["status"] == "active"
+    assert grants == {"check_balance": "active", "transfer": "pending"}
+    assert again.body["approval"]["method"] == "device_authorization"
+
+
+def test_reactivation_with_policy_but_no_auto_grant_asks_a_person(api: Api, settings: Any) -> None:
+    # §5.6 step 4 "Otherwise, return pending with an approval flow": defaults the policy does
+    # not cover are pending, never silently dropped.
+    settings.AGENTAUTH_DEFAULT_HOST_CAPABILITIES = ["transfer"]
+    settings.AGENTAUTH_AUTONOMOUS_AUTO_APPROVE = []
+    host_key = Keypair.generate()
+    reply = api.register(host_key, body={"name": "a", "mode": "autonomous"})
+    _expire(reply.body["agent_id"])
+    again = api.post(
+        "/agent/reactivate", {"agent_id": reply.body["agent_id"]}, token=host_token(host_key)
+    )
+    grants = again.body["agent_capability_grants"]
+    assert grants == [{"capability": "transfer", "status": "pending"}]
+    assert "approval" in again.body
+
+
+def test_reactivation_never_returns_an_agent_that_silently_lost_everything(
+    api: Api, settings: Any
+) -> None:
+    # §5.6: an agent whose grants all ended and whose host has no defaults is not handed back
+    # active and empty; it is pending with an approval (step 6, "pending if approval is
+    # required"), and asks again through §5.4 once approved.
+    settings.AGENTAUTH_AUTONOMOUS_AUTO_APPROVE = ["check_balance"]
+    host_key = Keypair.generate()
+    reply = api.register(
+        host_key, body={"name": "a", "mode": "autonomous", "capabilities": ["check_balance"]}
+    )
+    assert reply.body["agent_capability_grants"][0]["status"] == "active"
+    _expire(reply.body["agent_id"])
+    again = api.post(
+        "/agent/reactivate", {"agent_id": reply.body["agent_id"]}, token=host_token(host_key)
+    )
+    assert again.status == 200, again.body
+    assert again.body["status"] == "pending"
+    assert again.body["agent_capability_grants"] == []
+    assert again.body["approval"]["method"] == "device_authorization"
+
+
+def test_reactivating_an_agent_that_held_nothing_stays_active(api: Api, settings: Any) -> None:
+    # It lost nothing, so §5.6 step 6 applies as written.
+    settings.AGENTAUTH_AUTONOMOUS_AUTO_APPROVE = ["check_balance"]
+    host_key = Keypair.generate()
+    reply = api.register(host_key, body={"name": "a", "mode": "autonomous"})
+    _expire(reply.body["agent_id"])
+    again = api.post(
+        "/agent/reactivate", {"agent_id": reply.body["agent_id"]}, token=host_token(host_key)
+    )
+    assert again.body["status"] == "active" and "approval" not in again.body
+
+
+def test_unknown_default_host_capability_is_a_system_check_error(settings: Any) -> None:
+    from agentauth.checks import check_capabilities
+
+    settings.AGENTAUTH_DEFAULT_HOST_CAPABILITIES = ["check_balance", "no_such_thing"]
+    assert [e.id for e in check_capabilities()] == ["agentauth.E012"]
+
+
 # --- key rotation ----------------------------------------------------------------------------
 
 

@@ -417,6 +417,36 @@ def test_denying_the_connection_rejects_agent_and_new_host(
     assert_error(api.register(host_key), 403, "host_rejected")
 
 
+def test_denied_first_time_host_still_sees_its_agents_rejected(
+    api: Api, host_key: Keypair, user: Any
+) -> None:
+    # spec §7.1 step 4: the client polls status "until the agent's status changes from pending
+    # to active (approved), rejected (denied)"; a denial it cannot read would leave it polling.
+    from agentauth.testing import host_token
+
+    first = api.register(host_key, body={"name": "x", "capabilities": ["check_balance"]})
+    agent_id = first.body["agent_id"]
+    approvals.decide(Agent.objects.get(pk=agent_id), approver=user, reject=True)
+    assert Host.objects.get().status == HostStatus.REJECTED
+    reply = api.get("/agent/status", token=host_token(host_key), agent_id=agent_id)
+    assert reply.status == 200, reply.body
+    assert reply.body["status"] == "rejected"
+    [grant] = reply.body["agent_capability_grants"]
+    assert grant["capability"] == "check_balance" and grant["status"] == "denied"
+    # Reading is all a rejected host may do (spec §2.11: rejected is terminal).
+    assert_error(api.register(host_key), 403, "host_rejected")
+    assert_error(
+        api.post("/agent/reactivate", {"agent_id": agent_id}, token=host_token(host_key)),
+        403,
+        "host_rejected",
+    )
+    assert_error(
+        api.post("/agent/revoke", {"agent_id": agent_id}, token=host_token(host_key)),
+        403,
+        "host_rejected",
+    )
+
+
 def test_only_the_linked_user_approves_a_linked_hosts_agent(
     user: Any, django_user_model: Any
 ) -> None:

@@ -242,10 +242,14 @@ def test_revoked_host(api: Api, known: Any) -> None:
 
 
 def test_rejected_host(api: Api, known: Any) -> None:
-    # spec: J-HV8; checklist Q20, Q32
-    host, key, agent_id = known
+    # spec: J-HV8, §2.11; a rejected host may only read status (§7.1 step 4, tested in
+    # test_registration), every other host endpoint refuses it.
+    host, key, _ = known
     Host.objects.filter(pk=host.pk).update(status=HostStatus.REJECTED)
-    assert_error(status_call(api, host_token(key), agent_id), 403, "host_rejected")
+    raises("host_rejected", tokens.verify_host_jwt, host_token(key), allow_pending=True)
+    assert tokens.verify_host_jwt(host_token(key), allow_rejected=True).host == host
+    reply = api.post("/host/revoke", {}, token=host_token(key))
+    assert_error(reply, 403, "host_rejected")
 
 
 def test_pending_host_only_where_allowed(known: Any) -> None:

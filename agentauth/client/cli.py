@@ -17,7 +17,7 @@ from typing import Any
 
 from agentauth.errors import ProtocolError
 
-from .client import AgentAuthClient
+from .client import AGENT_ISS_CHOICES, AgentAuthClient
 from .connection import AgentConnection
 from .identity import Keypair
 
@@ -71,69 +71,148 @@ def _parser() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help="allow plain http:// to non-loopback hosts",
     )
+    common.add_argument(
+        "--agent-iss",
+        choices=AGENT_ISS_CHOICES,
+        default=argparse.SUPPRESS,
+        help="what agent JWTs carry as iss (default thumbprint; host_id for servers that want it)",
+    )
     parser = argparse.ArgumentParser(prog="agentauth-agent", parents=[common])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("discover", parents=[common], help="print the discovery document")
-    p.add_argument("url")
+    def command(name: str, help: str, *, agent: bool = True) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], help=help)
+        p.add_argument("url")
+        if agent:
+            p.add_argument("agent_id")
+        return p
 
-    p = sub.add_parser("register", parents=[common], help="register a new agent")
-    p.add_argument("url")
+    command("discover", "print the discovery document", agent=False)
+
+    p = command("register", "register a new agent", agent=False)
     p.add_argument("--name", required=True)
     p.add_argument("--capability", action="append", dest="capabilities", metavar="C")
     p.add_argument("--mode", default="delegated", choices=["delegated", "autonomous"])
     p.add_argument("--reason")
     p.add_argument("--wait", action="store_true", help="poll until approval completes")
 
-    p = sub.add_parser("status", parents=[common], help="show an agent's status")
-    p.add_argument("url")
-    p.add_argument("agent_id")
+    command("status", "show an agent's status")
 
-    p = sub.add_parser("execute", parents=[common], help="execute a capability")
-    p.add_argument("url")
-    p.add_argument("agent_id")
+    p = command("capabilities", "list capabilities (with grant status if --agent)", agent=False)
+    p.add_argument("--agent", help="list as this agent (agent JWT)")
+    p.add_argument("--query")
+
+    p = command("describe", "describe one capability", agent=False)
+    p.add_argument("name")
+    p.add_argument("--agent", help="describe as this agent (agent JWT)")
+
+    p = command("execute", "execute a capability")
     p.add_argument("capability")
     p.add_argument("--args", default=None, help="arguments as a JSON object")
 
-    p = sub.add_parser("revoke", parents=[common], help="revoke an agent and forget its key")
-    p.add_argument("url")
-    p.add_argument("agent_id")
+    p = command("request", "request more capabilities for an agent")
+    p.add_argument("capabilities", nargs="+", metavar="capability")
+    p.add_argument("--reason")
+    p.add_argument("--wait", action="store_true", help="poll until they are decided")
+
+    command("reactivate", "reactivate an expired agent")
+    command("rotate-agent-key", "give an agent a new key (the old one stops working)")
+    command("rotate-host-key", "give this host a new key (the old one stops working)", agent=False)
+    command("revoke", "revoke an agent and forget its key")
+    command("revoke-host", "revoke this host and all its agents at this server", agent=False)
+
+    p = command("introspect", "introspect an agent JWT, as a resource server would", agent=False)
+    p.add_argument("token")
+
+    p = command("sign", "print a fresh agent JWT (the spec's sign_jwt tool)")
+    p.add_argument("--capability", action="append", dest="capabilities", metavar="C")
+    p.add_argument("--audience", help="default: the issuer")
     return parser
+
+
+def _save(state: dict[str, Any], path: Path, url: str, connection: AgentConnection) -> None:
+    _remember(state, url, connection)
+    save_state(path, state)
 
 
 def _run(args: argparse.Namespace, state: dict[str, Any], state_path: Path) -> Any:
     client = AgentAuthClient(
-        args.url, _host(state), allow_insecure_http=getattr(args, "insecure_http", False)
+        args.url,
+        _host(state),
+        allow_insecure_http=getattr(args, "insecure_http", False),
+        agent_iss=getattr(args, "agent_iss", "thumbprint"),
     )
-    if args.command == "discover":
+    url = args.url
+    command = args.command
+    if command == "discover":
         return client.discover()
-    if args.command == "register":
+    if command == "register":
         connection = client.register(
             args.name, capabilities=args.capabilities, mode=args.mode, reason=args.reason
         )
-        _remember(state, args.url, connection)
-        save_state(state_path, state)
+        _save(state, state_path, url, connection)
         if not (args.wait and connection.status == "pending"):
             return connection.raw
         print(json.dumps({"approval": connection.approval}, indent=2), file=sys.stderr)
         final = client.wait_for_approval(connection)
-        _remember(state, args.url, connection)
-        save_state(state_path, state)
+        _save(state, state_path, url, connection)
         return final
-    connection = _connection(state, args.agent_id)
-    if args.command == "status":
-        result = client.status(connection)
-        _remember(state, args.url, connection)
+    if command == "capabilities":
+        viewer = _connection(state, args.agent) if args.agent else None
+        return client.all_capabilities(viewer, query=args.query, auth=None if viewer else "none")
+    if command == "describe":
+        viewer = _connection(state, args.agent) if args.agent else None
+        return client.describe_capability(args.name, viewer, auth=None if viewer else "none")
+    if command == "introspect":
+        return client.introspect(args.token)
+    if command == "rotate-host-key":
+        new = Keypair.generate()
+        result = client.rotate_host_key(new)
+        state["host"] = new.to_private_jwk()
         save_state(state_path, state)
         return result
-    if args.command == "execute":
+    if command == "revoke-host":
+        result = client.revoke_host()
+        state["agents"] = {k: v for k, v in state["agents"].items() if v.get("base_url") != url}
+        save_state(state_path, state)
+        return result
+    return _run_agent(client, args, state, state_path)
+
+
+def _run_agent(
+    client: AgentAuthClient, args: argparse.Namespace, state: dict[str, Any], state_path: Path
+) -> Any:
+    """Commands about one agent of the state file."""
+    connection = _connection(state, args.agent_id)
+    command, url = args.command, args.url
+    if command == "status":
+        result = client.status(connection)
+    elif command == "execute":
         arguments = json.loads(args.args) if args.args else None
         if arguments is not None and not isinstance(arguments, dict):
             raise ProtocolError("invalid_request", "--args must be a JSON object")
         return client.execute(connection, args.capability, arguments)
-    result = client.revoke(connection)  # "revoke"
-    del state["agents"][connection.agent_id]
-    save_state(state_path, state)
+    elif command == "request":
+        result = client.request_capability(connection, args.capabilities, reason=args.reason)
+        if args.wait and connection.pending_capabilities(args.capabilities):
+            print(json.dumps({"approval": connection.approval}, indent=2), file=sys.stderr)
+            result = client.wait_for_approval(connection, capabilities=args.capabilities)
+    elif command == "reactivate":
+        result = client.reactivate(connection)
+    elif command == "rotate-agent-key":
+        result = client.rotate_agent_key(connection, Keypair.generate())
+    elif command == "sign":
+        return {
+            "token": client.sign_agent_jwt(
+                connection, audience=args.audience, capabilities=args.capabilities
+            )
+        }
+    else:  # "revoke"
+        result = client.revoke(connection)
+        del state["agents"][connection.agent_id]
+        save_state(state_path, state)
+        return result
+    _save(state, state_path, url, connection)
     return result
 
 

@@ -48,6 +48,11 @@ DEFAULT_ENDPOINTS = {
 }
 
 AuthMode = Literal["agent", "host", "none"]
+#: What an agent JWT carries as ``iss`` (§4.3 leaves servers to cope): the host key's thumbprint
+#: (this server, the spec's examples), the ``host_id`` the server returned at registration (the
+#: TypeScript reference server accepts only that), or nothing (the TypeScript SDK).
+AgentIss = Literal["thumbprint", "host_id", "omit"]
+AGENT_ISS_CHOICES: tuple[str, ...] = ("thumbprint", "host_id", "omit")
 CapabilityRequest = str | Mapping[str, Any]
 TokenFactory = Callable[[], str | None]
 
@@ -100,6 +105,7 @@ class AgentAuthClient:
     ``host`` is the host identity (a new one is generated when omitted). ``sleep`` and ``clock``
     are injectable so approval and async-execution polling can be tested without waiting.
     Plain ``http://`` is accepted only for loopback addresses unless ``allow_insecure_http``.
+    ``agent_iss`` chooses what agent JWTs carry as ``iss`` (see :data:`AgentIss`).
     """
 
     def __init__(
@@ -113,7 +119,11 @@ class AgentAuthClient:
         max_poll_interval: float = 30.0,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
+        agent_iss: AgentIss = "thumbprint",
     ) -> None:
+        if agent_iss not in AGENT_ISS_CHOICES:
+            raise ValueError(f"agent_iss must be one of {AGENT_ISS_CHOICES}")
+        self.agent_iss = agent_iss
         self.base_url = base_url.rstrip("/")
         self.allow_insecure_http = allow_insecure_http
         require_transport(self.base_url, allow_insecure_http=allow_insecure_http)
@@ -222,10 +232,19 @@ class AgentAuthClient:
             connection.agent,
             agent_id=connection.agent_id,
             audience=audience or self.issuer,
-            host_thumbprint=self.host.thumbprint,
+            host_thumbprint=self._agent_iss(connection),
             capabilities=capabilities,
             lifetime=lifetime,
         )
+
+    def _agent_iss(self, connection: AgentConnection) -> str | None:
+        if self.agent_iss == "omit":
+            return None
+        if self.agent_iss == "host_id":
+            if not connection.host_id:
+                raise ClientError("invalid_state", "agent_iss='host_id' needs the agent's host_id")
+            return connection.host_id
+        return self.host.thumbprint
 
     def sign_agent_jwt(
         self,
@@ -442,7 +461,7 @@ class AgentAuthClient:
 
     def rotate_agent_key(self, agent: str | AgentConnection, new: Keypair) -> dict[str, Any]:
         """Replace an agent's key (§5.8); a connection passed in switches to ``new`` on success."""
-        body = {"agent_id": _agent_id(agent), "public_key": new.public_jwk}
+        body = {"agent_id": _agent_id(agent), "public_key": new.wire_jwk}
         result = _as_dict(
             self._call("POST", "rotate_key", token=self._host_token, json_body=body), "rotate_key"
         )
@@ -452,7 +471,7 @@ class AgentAuthClient:
 
     def rotate_host_key(self, new: Keypair) -> dict[str, Any]:
         """Replace the host key, signing with the current one (§5.9); then use ``new``."""
-        body = {"public_key": new.public_jwk}
+        body = {"public_key": new.wire_jwk}
         result = _as_dict(
             self._call("POST", "rotate_host_key", token=self._host_token, json_body=body),
             "rotate_host_key",

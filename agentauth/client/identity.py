@@ -53,6 +53,16 @@ class Keypair:
         return public_jwk(self.private_key)
 
     @property
+    def wire_jwk(self) -> dict[str, str]:
+        """The public JWK as sent to servers: with ``kid`` = thumbprint (RFC 7517 §4.5).
+
+        Harmless to servers that ignore it (the thumbprint is computed over the required members
+        only, RFC 7638), and needed by servers that find a host by the ``kid`` inside its key,
+        as the TypeScript reference server does.
+        """
+        return {**self.public_jwk, "kid": self.thumbprint}
+
+    @property
     def thumbprint(self) -> str:
         """RFC 7638 SHA-256 thumbprint: the host's ``iss`` and every JWT's ``kid`` (§4.2)."""
         return thumbprint(self.public_jwk)

@@ -59,14 +59,15 @@ def sign_host_jwt(
     ``iss`` (and ``sub``, as the SDK sends it) is the host key's thumbprint, because the server
     identifies inline-key hosts by that value (§4.2). ``host_public_key`` is always sent by default
     so an unknown host can be registered dynamically; ``agent_public_key`` only for registration.
+    Both keys carry ``kid`` = their thumbprint, as the JWT headers do.
     """
     tp = host.thumbprint
     claims: dict[str, Any] = {"iss": tp, "sub": tp, "aud": audience, **_time_claims(lifetime)}
     if include_host_key:
-        claims["host_public_key"] = host.public_jwk
+        claims["host_public_key"] = host.wire_jwk
     if agent_public_key is not None:
         claims["agent_public_key"] = (
-            agent_public_key.public_jwk
+            agent_public_key.wire_jwk
             if isinstance(agent_public_key, Keypair)
             else dict(agent_public_key)
         )
@@ -89,8 +90,10 @@ def sign_agent_jwt(
 
     ``aud`` is the caller's choice because it differs per use: the issuer for auth-server calls,
     the resolved location for execution. ``iss`` is included only when ``host_thumbprint`` is
-    given; the TypeScript SDK omits it, and servers must cope with both. ``capabilities`` narrows
-    the token; an empty or absent list means "all granted capabilities", so it is then omitted.
+    given (any host identifier the server expects: its thumbprint, or the ``host_id`` some
+    servers want); the TypeScript SDK omits it, and servers must cope with both.
+    ``capabilities`` narrows the token; an empty or absent list means "all granted
+    capabilities", so it is then omitted.
     """
     claims: dict[str, Any] = {"sub": agent_id, "aud": audience, **_time_claims(lifetime)}
     if host_thumbprint is not None:

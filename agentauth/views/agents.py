@@ -49,7 +49,8 @@ class StatusView(ProtocolView):
     http_method_names = ["get", "options"]
 
     def get(self, request: HttpRequest) -> HttpResponse:
-        verified = verify_host_jwt(bearer_token(request), allow_pending=True)
+        # A rejected host still reads its own agents: denial must be observable (spec §7.1).
+        verified = verify_host_jwt(bearer_token(request), allow_pending=True, allow_rejected=True)
         check_fields(request.GET, ("agent_id",))
         assert verified.host is not None
         agent = agent_of_host(request.GET.get("agent_id"), verified.host)

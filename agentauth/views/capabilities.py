@@ -84,6 +84,10 @@ class ListView(ProtocolView):
         items = []
         for cap in page:
             item: dict[str, Any] = {"name": cap.name, "description": cap.description}
+            # §2.12 field; the official SDK looks for it only here, so without it a located
+            # capability would be sent to default_location and refused.
+            if cap.location:
+                item["location"] = cap.url
             if granted is not None:
                 item["grant_status"] = "granted" if cap.name in granted else "not_granted"
             items.append(item)

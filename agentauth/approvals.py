@@ -439,7 +439,9 @@ def decide(
             raise invalid_request("Agent has no pending capability requests")
         if approval.status != ApprovalStatus.PENDING or approval.expires_at <= now:
             raise ProtocolError(
-                "request_changed", "This request is no longer waiting for a decision", status=409
+                "request_changed",
+                "The request changed after it was shown (the agent asked again, or it expired)",
+                status=409,
             )
         if shown is None and not (reject or approver.operator_name):
             raise ProtocolError(

@@ -2,8 +2,10 @@
 
 The rules live in ``approvals`` and ``webauthn``; these views only gather input and render:
 - ``device``: enter the user code (RFC 8628), with a per-user lock-out;
-- ``approve``: see exactly what is asked and approve all, some, or deny; approving needs a fresh
-  sign-in, and ``webauthn``-strength capabilities a WebAuthn assertion bound to this request;
+- ``approve``: see exactly what is asked and approve all, some, or deny (the admin's Approve
+  action lands here too). The form carries ``shown``, the digest of what was displayed;
+  ``approvals.decide`` refuses a changed request, a stale sign-in, a missing step-up and anyone
+  the agent does not answer to, and this view only redirects or re-renders;
 - ``reauth``: confirm it is you (password, plus an OTP token if you have a device);
 - ``webauthn_register``: add a passkey or security key;
 - ``connected``: your hosts ("Connected apps"), agents, grants and recent activity.

@@ -1,4 +1,5 @@
-"""Admin: staff approve, deny and revoke through the same domain functions as the API.
+"""Admin: staff deny and revoke through the same domain functions as the API, and approve on
+the approval page (which calls ``approvals.decide``).
 
 Actions never ``queryset.update()`` state: each object goes through ``approvals.decide``,
 ``agents.revoke_agent`` or ``hosts.revoke_host``/``unlink_host``, so the audit trail and signals
@@ -15,7 +16,7 @@ from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.html import format_html
 
@@ -26,7 +27,6 @@ from .models import (
     ApprovalRequest,
     AuditEvent,
     CapabilityGrant,
-    GrantStatus,
     Host,
 )
 
@@ -67,12 +67,6 @@ class LinkHostForm(forms.Form):
     username = forms.CharField(label="Link to the user with this username")
 
 
-class ApproveSomeForm(forms.Form):
-    capabilities = forms.MultipleChoiceField(
-        required=False, widget=forms.CheckboxSelectMultiple, label="Capabilities to approve"
-    )
-
-
 @admin.register(Agent)
 class AgentAdmin(admin.ModelAdmin):
     list_display = ("name", "id", "status", "mode", "host", "user", "created_at", "last_used_at")
@@ -106,83 +100,61 @@ class AgentAdmin(admin.ModelAdmin):
         url = reverse("admin:agentauth_auditevent_changelist") + f"?agent_id={obj.pk}"
         return format_html("<a href='{}'>Everything this agent did and had done to it</a>", url)
 
-    actions = ["approve_all", "approve_some", "deny", "revoke"]
+    actions = ["approve", "deny", "revoke"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # agents register themselves through a host
 
-    def _decide(self, request: HttpRequest, agents: QuerySet[Agent], **kwargs: Any) -> None:
-        done = 0
-        for agent in agents.select_related("host"):
-            if not kwargs.get("reject"):
-                try:
-                    approvals.ensure_staff_may_approve(agent)
-                except ProtocolError as exc:
-                    self.message_user(request, f"{agent}: {exc.message}", messages.WARNING)
-                    continue
-            chosen = kwargs.get("approve")
-            if chosen is None:
-                pending = agent.grants.filter(status=GrantStatus.PENDING)
-                chosen = list(pending.values_list("capability", flat=True))
-            strong = approvals.required_strength(chosen)
-            live = agent.approval_requests.filter(status="pending").first()
-            if strong == "webauthn" and not kwargs.get("reject"):
-                # Spec §8.11: physical presence. Staff step up on the approval page themselves.
-                where = reverse("agentauth:approve", args=[live.pk]) if live else "-"
+    def has_approve_permission(self, request: HttpRequest) -> bool:
+        return approvals.is_administrator(request.user)
+
+    @admin.action(description="Approve… (on its approval page)", permissions=["approve"])
+    def approve(self, request: HttpRequest, queryset: QuerySet[Agent]) -> HttpResponse | None:
+        """Approving happens on the approval page, where the administrator sees exactly what is
+        asked, confirms it is them and steps up with a passkey if a capability needs it; the
+        page's decision goes through ``approvals.decide`` like every other."""
+        pages = []
+        for agent in queryset.select_related("host"):
+            try:
+                approval = approvals.live_request(agent)
+            except ProtocolError as exc:
+                self.message_user(request, f"{agent}: {exc.message}", messages.WARNING)
+                continue
+            if not approvals.may_view(approval, request.user, request.session):
                 self.message_user(
                     request,
-                    format_html(
-                        "{}: a capability needs WebAuthn; approve it on <a href='{}'>its "
-                        "approval page</a> with your own passkey.",
-                        agent,
-                        where,
-                    ),
+                    f"{agent}: it acts for a person, who approves it themselves (on the approval "
+                    "page, or an operator runs agentauth_approve --user THEM).",
                     messages.WARNING,
                 )
                 continue
+            pages.append((agent, reverse("agentauth:approve", args=[approval.pk])))
+        if len(pages) == 1 and queryset.count() == 1:
+            return redirect(pages[0][1])
+        for agent, url in pages:
+            self.message_user(
+                request,
+                format_html("{}: <a href='{}'>decide on its approval page</a>.", agent, url),
+            )
+        return None
+
+    @admin.action(description="Deny the connection", permissions=["approve"])
+    def deny(self, request: HttpRequest, queryset: QuerySet[Agent]) -> None:
+        approver = approvals.Approver.in_session(request.user, request.session)
+        done = 0
+        for agent in queryset.select_related("host"):
             try:
-                approvals.decide(agent, approver=request.user, actor_type="staff", **kwargs)
+                approvals.decide(
+                    approvals.live_request(agent),
+                    approver=approver,
+                    reject=True,
+                    reason="Denied by an administrator",
+                )
                 done += 1
             except ProtocolError as exc:
                 self.message_user(request, f"{agent}: {exc.message}", messages.WARNING)
         if done:
-            self.message_user(request, f"Decided {done} agent(s).", messages.SUCCESS)
-
-    @admin.action(description="Approve all pending capabilities", permissions=["change"])
-    def approve_all(self, request: HttpRequest, queryset: QuerySet[Agent]) -> None:
-        self._decide(request, queryset)
-
-    @admin.action(description="Approve some capabilities…", permissions=["change"])
-    def approve_some(self, request: HttpRequest, queryset: QuerySet[Agent]) -> HttpResponse | None:
-        if queryset.count() != 1:
-            self.message_user(request, "Choose exactly one agent.", messages.WARNING)
-            return None
-        agent = queryset.get()
-        pending = list(
-            agent.grants.filter(status=GrantStatus.PENDING).values_list("capability", flat=True)
-        )
-        form = ApproveSomeForm(request.POST if "apply" in request.POST else None)
-        field = form.fields["capabilities"]
-        assert isinstance(field, forms.MultipleChoiceField)
-        field.choices = [(c, c) for c in pending]
-        if "apply" in request.POST and form.is_valid():
-            self._decide(request, queryset, approve=form.cleaned_data["capabilities"])
-            return None
-        return render(
-            request,
-            "admin/agentauth/approve_some.html",
-            {
-                "agent": agent,
-                "form": form,
-                "opts": self.model._meta,
-                "queryset": queryset,
-                "action_checkbox_name": ACTION_CHECKBOX_NAME,
-            },
-        )
-
-    @admin.action(description="Deny the connection", permissions=["change"])
-    def deny(self, request: HttpRequest, queryset: QuerySet[Agent]) -> None:
-        self._decide(request, queryset, reject=True, reason="Denied by an administrator")
+            self.message_user(request, f"Denied {done} agent(s).", messages.SUCCESS)
 
     @admin.action(description="Revoke", permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[Agent]) -> None:

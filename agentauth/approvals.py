@@ -1,12 +1,16 @@
 """Approval requests and decisions (spec §7).
 
 :func:`decide` is the one place where a person's (or an operator's) decision changes grants and
-agent state; the admin, the management command and the approval pages all call it.
+agent state; the approval pages (device and CIBA), the admin and ``agentauth_approve`` all call it,
+and the rules it applies (who may decide, fresh sign-in, approval strength, binding to what was
+shown) live beside it. See docs/security-approvals.md.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
+import json
 import secrets
 import time
 from collections.abc import Iterable
@@ -17,6 +21,7 @@ from typing import Any
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
+from django.utils.crypto import salted_hmac
 
 from . import agents, audit, clocks, hosts, policy, signals
 from . import constraints as constraint_rules
@@ -134,10 +139,17 @@ def open_request(
     return IssuedApproval(req, code)
 
 
-# --- who may approve, and how fresh ---------------------------------------------------------
+# --- the approval authority (spec §2.2, §7, §8.10, §8.11) ----------------------------------
+#
+# Every decision, from the approval page (device and CIBA), the admin or agentauth_approve,
+# goes through decide(); the rules it applies are the functions in this section and nowhere else.
 
 FRESH_AUTH_KEY = "agentauth_authenticated_at"
+CODE_OK_KEY = "agentauth_codes_ok"
 STRENGTH_ORDER = {"none": 0, "session": 1, "webauthn": 2}
+#: Spec §2.2.2 "administrator approval": who may decide for an autonomous agent.
+ADMIN_PERMISSION = "agentauth.approve_agent"
+_SHOWN_SALT = "agentauth.approvals.shown"
 
 
 def mark_authenticated(session: Any) -> None:
@@ -146,12 +158,13 @@ def mark_authenticated(session: Any) -> None:
 
 
 def is_fresh(session: Any) -> bool:
-    """Spec §8.11 / S25: a long-lived session cookie alone is not enough to approve."""
+    """Spec §8.11: a long-lived session cookie alone is not enough to approve."""
     at = session.get(FRESH_AUTH_KEY)
     return isinstance(at, int | float) and time.time() - at <= app_settings.FRESH_AUTH_SECONDS
 
 
 def required_strength(names: Iterable[str]) -> str:
+    """The strongest approval any of ``names`` needs; an unknown capability needs the most."""
     strengths = [
         (cap.approval_strength if (cap := registry.get(n)) is not None else "webauthn")
         for n in names
@@ -159,15 +172,136 @@ def required_strength(names: Iterable[str]) -> str:
     return max(strengths, key=STRENGTH_ORDER.__getitem__, default="none")
 
 
-def approver_may_see(approval: ApprovalRequest, user: Any, session: Any) -> bool:
-    """CIBA requests belong to their named user; a device request to whoever proved the code
-    in this session (the code is what ties the browser to the agent's screen)."""
+def is_administrator(user: Any) -> bool:
+    """An active user holding ``agentauth.approve_agent`` (superusers hold every permission)."""
+    return bool(getattr(user, "is_active", False) and user.has_perm(ADMIN_PERMISSION))
+
+
+@dataclass(frozen=True)
+class Approver:
+    """Who decides, and what vouches for them.
+
+    A person deciding in a browser brings the session that holds their fresh sign-in, the user
+    code they entered and their WebAuthn step-up. An operator at the shell (only
+    ``agentauth_approve`` builds one) brings no session: shell access to the deployment already
+    outranks every browser check, so the decision is recorded as ``actor_type="operator"`` under
+    the operator's name instead.
+    """
+
+    user: Any
+    session: Any = None
+    operator_name: str = ""
+
+    @classmethod
+    def in_session(cls, user: Any, session: Any) -> Approver:
+        return cls(user=user, session=session)
+
+    @classmethod
+    def operator(cls, user: Any, *, name: str) -> Approver:
+        """The command line deciding in ``user``'s name; ``name`` says who ran it."""
+        if not name:
+            raise ValueError("an operator decision must name the operator")
+        return cls(user=user, operator_name=name)
+
+
+def _reached(approval: ApprovalRequest, user: Any, session: Any) -> bool:
+    """Did this request reach this person? A CIBA request reaches its named user; a device
+    request the session that entered its code (the code ties the browser to the agent's screen)."""
     if approval.method == ApprovalMethod.CIBA:
         return approval.user_id is not None and approval.user_id == user.pk
     return approval.pk in session.get(CODE_OK_KEY, [])
 
 
-CODE_OK_KEY = "agentauth_codes_ok"
+def may_view(approval: ApprovalRequest, user: Any, session: Any) -> bool:
+    """Who may open a request's approval page: whom it reached, and administrators for an
+    autonomous agent (they are the ones who decide for it, spec §2.2.2)."""
+    if approval.agent.mode == AgentMode.AUTONOMOUS and is_administrator(user):
+        return True
+    return _reached(approval, user, session)
+
+
+def shown_digest(approval: ApprovalRequest, agent_status: str, pending: Iterable[Any]) -> str:
+    """What a person was shown, as an HMAC: the request, its state, and each pending capability
+    with its constraints in canonical JSON. A decision carries it back so that it applies to
+    exactly what was on the screen."""
+    payload = json.dumps(
+        {
+            "approval": approval.pk,
+            "status": approval.status,
+            "agent_status": agent_status,
+            "grants": sorted(([g.capability, g.constraints] for g in pending), key=lambda x: x[0]),
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=True,
+    )
+    return salted_hmac(_SHOWN_SALT, payload, algorithm="sha256").hexdigest()
+
+
+def digest_of(approval: ApprovalRequest) -> str:
+    """The digest of ``approval`` as a page displays it now."""
+    agent = approval.agent
+    return shown_digest(approval, agent.status, agent.grants.filter(status=GrantStatus.PENDING))
+
+
+def _authorize(
+    approval: ApprovalRequest,
+    agent: Agent,
+    host: Host,
+    approver: Approver,
+    chosen: set[str],
+    reject: bool,
+) -> str:
+    """Who may decide this, with what proof (spec §2.2, §8.11). Returns the audit actor type.
+
+    - a delegated agent: the person it acts for (the host's user; for an unlinked host, whom
+      the request reached, who then becomes the host's user, §2.9);
+    - an autonomous agent: an administrator (:func:`is_administrator`, §2.2.2);
+    - refusing: also any administrator, who may revoke any agent anyway (§2.6);
+    - the operator path: in the name of the person a delegated agent acts for, or anyone's for
+      an autonomous agent.
+    Approving in a browser needs a fresh sign-in, and a ``webauthn`` capability a step-up for
+    this very request (§8.11).
+    """
+    user = approver.user
+    acts_for_someone_else = (
+        agent.mode == AgentMode.DELEGATED and host.user_id is not None and host.user_id != user.pk
+    )
+    if approver.operator_name:
+        if acts_for_someone_else:
+            raise ProtocolError(
+                "unauthorized", "This agent acts for another user; decide in that user's name"
+            )
+        return "operator"
+    session = approver.session
+    if session is None or not getattr(user, "is_active", False):
+        raise ProtocolError("unauthorized", "Only a signed-in person can decide", status=403)
+    if agent.mode == AgentMode.AUTONOMOUS or (reject and is_administrator(user)):
+        if not is_administrator(user):
+            raise ProtocolError(
+                "unauthorized", "Only an administrator can decide for this agent", status=403
+            )
+        actor_type = "staff"
+    elif acts_for_someone_else or not _reached(approval, user, session):
+        raise ProtocolError(
+            "unauthorized", "Only the person this agent acts for can approve it", status=403
+        )
+    else:
+        actor_type = "user"
+    if reject:
+        return actor_type
+    if not is_fresh(session):
+        raise ProtocolError("fresh_auth_required", "Confirm it is you before approving", status=403)
+    if required_strength(chosen) == "webauthn":
+        from .webauthn import stepup_verified
+
+        if not stepup_verified(session, user, approval.pk):
+            raise ProtocolError(
+                "webauthn_required",
+                "Approving this needs your passkey or security key",
+                status=403,
+            )
+    return actor_type
 
 
 def enter_user_code(user: Any, session: Any, code: str) -> ApprovalRequest | None:
@@ -186,26 +320,13 @@ def enter_user_code(user: Any, session: Any, code: str) -> ApprovalRequest | Non
             user_code_hash=hash_user_code(code) if isinstance(code, str) else None
         ).update(failed_attempts=F("failed_attempts") + 1)
         return None
-    allowed = list(session.get(CODE_OK_KEY, []))[-9:]
-    session[CODE_OK_KEY] = [*allowed, approval.pk]
+    _remember_code(session, approval.pk)
     return approval
 
 
-def check_approver(
-    session: Any, user: Any, approval: ApprovalRequest, names: Iterable[str]
-) -> None:
-    """Refuse an approval the person has not earned in this session (spec §8.11)."""
-    if not is_fresh(session):
-        raise ProtocolError("fresh_auth_required", "Confirm it is you before approving", status=403)
-    if required_strength(names) == "webauthn":
-        from .webauthn import stepup_verified
-
-        if not stepup_verified(session, user, approval.pk):
-            raise ProtocolError(
-                "webauthn_required",
-                "Approving this needs your passkey or security key",
-                status=403,
-            )
+def _remember_code(session: Any, approval_id: str) -> None:
+    allowed = list(session.get(CODE_OK_KEY, []))[-9:]
+    session[CODE_OK_KEY] = [*allowed, approval_id]
 
 
 def find_by_user_code(code: str) -> ApprovalRequest | None:
@@ -224,6 +345,54 @@ def find_by_user_code(code: str) -> ApprovalRequest | None:
     )
 
 
+def _live(queryset: Any) -> Any:
+    return queryset.filter(status=ApprovalStatus.PENDING, expires_at__gt=timezone.now())
+
+
+def live_request(agent: Agent) -> ApprovalRequest:
+    """The request a decision about ``agent`` applies to now, or why there is none."""
+    if agent.status not in (AgentStatus.PENDING, AgentStatus.ACTIVE):
+        raise invalid_request(f"Agent is {agent.status}; there is nothing to approve")
+    if (
+        agent.status == AgentStatus.ACTIVE
+        and not agent.grants.filter(status=GrantStatus.PENDING).exists()
+    ):
+        raise invalid_request("Agent has no pending capability requests")
+    approval = (
+        _live(ApprovalRequest.objects.filter(agent=agent))
+        .select_related("agent", "agent__host")
+        .order_by("-created_at")
+        .first()
+    )
+    if approval is None:
+        raise invalid_request("The approval request expired; the agent must ask again")
+    return approval
+
+
+def successor(approval: ApprovalRequest, user: Any, session: Any) -> ApprovalRequest | None:
+    """The request that replaced ``approval`` when its agent asked again (spec §5.3, §5.4), if
+    this person may see it.
+
+    A device request replaced by another device request of the same agent stays open to the
+    session that entered the first code: the code proved this browser is looking at this agent.
+    """
+    newer = (
+        _live(ApprovalRequest.objects.filter(agent_id=approval.agent_id))
+        .exclude(pk=approval.pk)
+        .select_related("agent", "agent__host")
+        .order_by("-created_at")
+        .first()
+    )
+    if newer is None:
+        return None
+    if (
+        approval.method == newer.method == ApprovalMethod.DEVICE_AUTHORIZATION
+        and approval.pk in session.get(CODE_OK_KEY, [])
+    ):
+        _remember_code(session, newer.pk)
+    return newer if may_view(newer, user, session) else None
+
+
 @dataclass
 class Decision:
     agent: Agent
@@ -233,17 +402,20 @@ class Decision:
 
 
 def decide(
-    agent: Agent,
+    approval: ApprovalRequest,
     *,
-    approver: Any,
+    approver: Approver,
+    shown: str | None = None,
     approve: Iterable[str] | None = None,
     reject: bool = False,
     reason: str = "",
     constraints: dict[str, dict[str, Any]] | None = None,
-    actor_type: str = "user",
 ) -> Decision:
-    """Apply a person's decision on everything ``agent`` is waiting for.
+    """Apply a decision on everything the agent of ``approval`` is waiting for.
 
+    ``shown``: :func:`digest_of` the request as displayed; required for a person's approval
+    (an operator and a plain refusal grant nothing they were not told about). If the request
+    changed since, nothing is decided (``request_changed``).
     ``approve``: capability names to grant (``None`` = every pending one); the other pending
     grants are denied. ``reject``: deny the connection itself (spec §7.1 ``access_denied``), which
     rejects a pending agent and, if the host was never approved, the host too (checklist Q8).
@@ -253,8 +425,11 @@ def decide(
     now = timezone.now()
     with transaction.atomic():
         # Lock order is host, then agent, everywhere (registration and revocation too), so a
-        # decision racing a host revocation serialises instead of deadlocking.
-        host, agent = agents.lock(agent)
+        # decision racing a host revocation serialises instead of deadlocking; the request and
+        # grants are read under those locks, so what is checked is what is changed.
+        host, agent = agents.lock(approval.agent)
+        approval = ApprovalRequest.objects.select_for_update().get(pk=approval.pk)
+        approval.agent = agent
         if agent.status not in (AgentStatus.PENDING, AgentStatus.ACTIVE):
             raise ProtocolError(
                 "invalid_request", f"Agent is {agent.status}; there is nothing to approve"
@@ -262,29 +437,34 @@ def decide(
         pending = list(agent.grants.filter(status=GrantStatus.PENDING))
         if agent.status == AgentStatus.ACTIVE and not pending:
             raise invalid_request("Agent has no pending capability requests")
+        if approval.status != ApprovalStatus.PENDING or approval.expires_at <= now:
+            raise ProtocolError(
+                "request_changed",
+                "The request changed after it was shown (the agent asked again, or it expired)",
+                status=409,
+            )
+        if shown is None and not (reject or approver.operator_name):
+            raise ProtocolError(
+                "request_changed", "An approval must say what was shown", status=409
+            )
+        if shown is not None and not hmac.compare_digest(
+            shown.encode(), shown_digest(approval, agent.status, pending).encode()
+        ):
+            raise ProtocolError(
+                "request_changed",
+                "The request changed after it was shown; check it again",
+                status=409,
+            )
         pending_names = {g.capability for g in pending}
-        chosen = set(pending_names if approve is None else approve)
+        chosen = set() if reject else set(pending_names if approve is None else approve)
         if not chosen <= pending_names:
             unknown = sorted(chosen - pending_names)
             raise invalid_request(f"Not pending for this agent: {', '.join(unknown)}")
-        if (
-            agent.mode == AgentMode.AUTONOMOUS
-            and actor_type != "staff"
-            and not approver.has_perm("agentauth.change_agent")
-        ):
-            # Spec §2.2.2: autonomous agents act for nobody; an administrator decides for them.
-            raise ProtocolError("unauthorized", "Only an administrator can decide for this agent")
-        if (
-            agent.mode == AgentMode.DELEGATED
-            and host.user_id is not None
-            and host.user_id != approver.pk
-            and actor_type != "staff"
-        ):
-            raise ProtocolError("unauthorized", "This host is linked to another user")
+        actor_type = _authorize(approval, agent, host, approver, chosen, reject)
+        person = approver.user
+        actor_id = approver.operator_name or str(person.pk)
 
         decision = Decision(agent=agent, rejected=reject)
-        if reject:
-            chosen = set()
         replaced = [g.capability for g in pending if g.capability in chosen]
         if replaced:
             # A re-request with new constraints replaces the active grant once approved (Q29).
@@ -294,14 +474,14 @@ def decide(
         for g in pending:
             if g.capability in chosen:
                 g.status = GrantStatus.ACTIVE
-                g.granted_by = approver
+                g.granted_by = person
                 g.expires_at = policy.grant_expiry(g.capability, agent, now)
                 if constraints and g.capability in constraints:
                     g.constraints = _narrow(g, constraints[g.capability])
                 decision.approved.append(g.capability)
             else:
                 g.status = GrantStatus.DENIED
-                g.denied_by = approver
+                g.denied_by = person
                 # The grant's reason was the agent's justification; a denial states its own.
                 g.reason = reason or "Denied by the approver"
                 decision.denied.append(g.capability)
@@ -320,7 +500,7 @@ def decide(
         )
         ApprovalRequest.objects.filter(agent=agent, status=ApprovalStatus.PENDING).update(
             status=ApprovalStatus.DENIED if reject else ApprovalStatus.APPROVED,
-            user=approver,
+            user=person,
             decided_at=now,
             updated_at=now,
         )
@@ -331,14 +511,15 @@ def decide(
             if host.status == HostStatus.PENDING:
                 _reject_host(host, now)
         elif agent.status == AgentStatus.PENDING:
-            _activate(agent, host, approver, actor_type, now)
+            _activate(agent, host, person, actor_type, now)
 
         audit.record(
             "approval.decided",
             actor_type=actor_type,
-            actor_id=str(approver.pk),
+            actor_id=actor_id,
             agent=agent,
-            user_id=approver.pk,
+            user_id=person.pk,
+            approval=approval.pk,
             approved=decision.approved,
             denied=decision.denied,
             rejected=reject,
@@ -350,7 +531,7 @@ def decide(
                 approved=decision.approved,
                 denied=decision.denied,
                 rejected=reject,
-                actor=approver,
+                actor=person,
             )
         )
     return decision
@@ -415,19 +596,4 @@ def pace_polling(agent: Agent) -> None:
             f"Poll at most every {live} seconds",
             status=429,
             headers={"Retry-After": str(live)},
-        )
-
-
-def ensure_staff_may_approve(agent: Agent) -> None:
-    """Staff never approve a delegated agent of an unlinked host: approving links the host to
-    the approver (spec §2.9), which must be the person the agent acts for."""
-    if (
-        agent.mode == AgentMode.DELEGATED
-        and agent.status == AgentStatus.PENDING
-        and agent.host.user_id is None
-    ):
-        raise ProtocolError(
-            "unauthorized",
-            "Its host is not linked to a user; the user it acts for must approve it (device "
-            "page or agentauth_approve --user).",
         )

@@ -142,6 +142,8 @@ class Agent(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
+        # Spec §2.2.2: who may decide for an autonomous agent (approvals.is_administrator).
+        permissions = [("approve_agent", "Can decide approval requests for autonomous agents")]
         constraints = [
             models.UniqueConstraint(
                 fields=["host", "thumbprint"], name="agentauth_one_agent_per_key"

@@ -132,3 +132,19 @@ def assert_error(reply: Reply, status: int, code: str) -> None:
     assert isinstance(reply.body, dict), reply.body
     assert reply.body["error"] == code, reply.body
     assert isinstance(reply.body["message"], str) and reply.body["message"]
+
+
+def operator_decides(agent: Any, user: Any, **kwargs: Any) -> Any:
+    """Decide ``agent``'s live request in ``user``'s name, the way ``agentauth_approve`` does
+    (the operator path: no browser session to check)."""
+    from agentauth import approvals
+
+    approver = approvals.Approver.operator(user, name="tests")
+    return approvals.decide(approvals.live_request(agent), approver=approver, **kwargs)
+
+
+def post_decision(client: Client, page: str, data: dict[str, Any]) -> Any:
+    """Open an approval page and submit a decision from it, carrying back the digest of what the
+    page displayed, as the browser form does (spec §8.10)."""
+    shown = client.get(page).context["shown"]
+    return client.post(page, {"shown": shown, **data})

@@ -25,7 +25,7 @@ from agentauth.models import (
     HostStatus,
 )
 from agentauth.testing import Keypair, make_agent, make_host
-from tests.conftest import Api
+from tests.conftest import Api, post_decision
 
 pytestmark = pytest.mark.django_db
 
@@ -110,11 +110,23 @@ def test_search_and_filters(admin_client: Client, api: Api) -> None:
 # --- Agent actions ----------------------------------------------------------------------------
 
 
-def test_approve_all(admin_client: Client, admin_user: Any, api: Api) -> None:
-    # spec: AP15, L3, R20 — staff approval goes through approvals.decide.
+def test_approve_sends_the_administrator_to_the_approval_page(
+    admin_client: Client, admin_user: Any, api: Api
+) -> None:
+    # spec §2.2.2, §8.11 — the admin's approval is the approval page's: shown, fresh, decided
+    # through approvals.decide.
     agent = pending_agent(api, ["check_balance", "read_only_note"])
-    response = run_action(admin_client, "agent", "approve_all", [agent.pk])
-    assert response.status_code == 302
+    response = run_action(admin_client, "agent", "approve", [agent.pk])
+    live = ApprovalRequest.objects.get(agent=agent)
+    page = reverse("agentauth:approve", args=[live.pk])
+    assert response.status_code == 302 and response["Location"] == page
+    assert Agent.objects.get(pk=agent.pk).status == AgentStatus.PENDING
+    done = post_decision(
+        admin_client,
+        page,
+        {"action": "approve", "capabilities": ["check_balance", "read_only_note"]},
+    )
+    assert done.status_code == 200
     agent.refresh_from_db()
     assert agent.status == AgentStatus.ACTIVE
     assert statuses(agent.pk) == {"check_balance": "active", "read_only_note": "active"}
@@ -128,19 +140,22 @@ def test_approve_all(admin_client: Client, admin_user: Any, api: Api) -> None:
     assert Host.objects.get(pk=agent.host_id).status == HostStatus.ACTIVE
 
 
-def test_approve_all_reports_agents_with_nothing_to_approve(admin_client: Client, api: Api) -> None:
+def test_approve_lists_pages_and_reports_agents_with_nothing_to_approve(
+    admin_client: Client, api: Api
+) -> None:
     pending = pending_agent(api)
     host, _ = make_host()
     revoked, _ = make_agent(host, status=AgentStatus.REVOKED)
     response = admin_client.post(
         changelist("agent"),
-        {"action": "approve_all", "_selected_action": [pending.pk, revoked.pk]},
+        {"action": "approve", "_selected_action": [pending.pk, revoked.pk]},
         follow=True,
     )
     notes = messages_of(response)
     assert any(revoked.pk in n and "nothing to approve" in n for n in notes), notes
-    assert "Decided 1 agent(s)." in notes
-    assert Agent.objects.get(pk=pending.pk).status == AgentStatus.ACTIVE
+    live = ApprovalRequest.objects.get(agent=pending)
+    assert any(reverse("agentauth:approve", args=[live.pk]) in n for n in notes), notes
+    assert Agent.objects.get(pk=pending.pk).status == AgentStatus.PENDING
     assert Agent.objects.get(pk=revoked.pk).status == AgentStatus.REVOKED
 
 
@@ -180,72 +195,14 @@ def test_revoke(admin_client: Client, admin_user: Any, user: Any) -> None:
     assert AuditEvent.objects.filter(kind="agent.revoked", agent_id=agent.pk).count() == 1
 
 
-def test_approve_some_renders_a_form_then_approves_only_the_ticked(
-    admin_client: Client, admin_user: Any, api: Api
-) -> None:
-    # spec: AP15; checklist Q8 (per-capability deny)
-    agent = pending_agent(api, ["check_balance", "transfer", "read_only_note"])
-    form = run_action(admin_client, "agent", "approve_some", [agent.pk])
-    assert form.status_code == 200
-    html = form.content.decode()
-    for name in ("check_balance", "transfer", "read_only_note"):
-        assert f'value="{name}"' in html
-    assert 'name="apply"' in html and f'value="{agent.pk}"' in html
-    # Showing the form decides nothing.
-    assert Agent.objects.get(pk=agent.pk).status == AgentStatus.PENDING
-
-    response = run_action(
-        admin_client,
-        "agent",
-        "approve_some",
-        [agent.pk],
-        apply="1",
-        capabilities=["check_balance", "read_only_note"],
-    )
-    assert response.status_code == 302
-    agent.refresh_from_db()
-    assert agent.status == AgentStatus.ACTIVE
-    assert statuses(agent.pk) == {
-        "check_balance": "active",
-        "transfer": "denied",
-        "read_only_note": "active",
-    }
-    event = AuditEvent.objects.get(kind="approval.decided", agent_id=agent.pk)
-    assert event.data["denied"] == ["transfer"] and event.actor_type == "staff"
-
-
-def test_approve_some_refuses_a_capability_that_is_not_pending(
-    admin_client: Client, api: Api
-) -> None:
-    agent = pending_agent(api, ["check_balance"])
-    response = run_action(
-        admin_client, "agent", "approve_some", [agent.pk], apply="1", capabilities=["transfer"]
-    )
-    # The form is shown again with the error; nothing is decided.
-    assert response.status_code == 200
-    assert response.context["form"].errors
-    assert Agent.objects.get(pk=agent.pk).status == AgentStatus.PENDING
-
-
-def test_approve_some_needs_exactly_one_agent(admin_client: Client, api: Api) -> None:
-    first, second = pending_agent(api), pending_agent(api)
-    response = admin_client.post(
-        changelist("agent"),
-        {"action": "approve_some", "_selected_action": [first.pk, second.pk]},
-        follow=True,
-    )
-    assert "Choose exactly one agent." in messages_of(response)
-    assert set(Agent.objects.values_list("status", flat=True)) == {AgentStatus.PENDING}
-
-
-def test_actions_need_the_change_permission(staff_user: Any, api: Api) -> None:
-    # A staff member who may only view agents cannot decide anything.
+def test_actions_need_the_approve_permission(staff_user: Any, api: Api) -> None:
+    # A staff member who may only view agents cannot decide anything (spec §2.2.2).
     staff_user.user_permissions.add(Permission.objects.get(codename="view_agent"))
     agent = pending_agent(api)
     client = Client()
     client.force_login(staff_user)
     assert client.get(changelist("agent")).status_code == 200
-    for action in ("approve_all", "deny", "revoke"):
+    for action in ("approve", "deny", "revoke"):
         run_action(client, "agent", action, [agent.pk])
     assert Agent.objects.get(pk=agent.pk).status == AgentStatus.PENDING
     assert not AuditEvent.objects.filter(kind="approval.decided").exists()
@@ -339,7 +296,7 @@ def test_non_staff_users_are_sent_to_the_login_page(client: Client, user: Any, p
 
 def test_anonymous_users_cannot_run_actions(client: Client, api: Api) -> None:
     agent = pending_agent(api)
-    response = run_action(client, "agent", "approve_all", [agent.pk])
+    response = run_action(client, "agent", "approve", [agent.pk])
     assert response.status_code == 302 and response["Location"].startswith("/admin/login/")
     assert Agent.objects.get(pk=agent.pk).status == AgentStatus.PENDING
 
@@ -347,18 +304,18 @@ def test_anonymous_users_cannot_run_actions(client: Client, api: Api) -> None:
 def test_staff_cannot_approve_a_delegated_agent_of_an_unlinked_host(
     admin_client: Client, api: Api
 ) -> None:
-    # spec: §2.9 — approving would link the host to the staff member, not to the user the agent
-    # acts for; the admin refuses and says who must approve.
+    # spec: §2.2.1, §2.9 — approving would link the host to the staff member, not to the user the
+    # agent acts for; the admin does not open the page and says who must approve.
     reply = api.register(
         Keypair.generate(), body={"name": "Delegated", "capabilities": ["check_balance"]}
     )
     agent = Agent.objects.get(pk=reply.body["agent_id"])
     response = admin_client.post(
         changelist("agent"),
-        {"action": "approve_all", "_selected_action": [agent.pk]},
+        {"action": "approve", "_selected_action": [agent.pk]},
         follow=True,
     )
-    assert any("not linked to a user" in m for m in messages_of(response))
+    assert any("acts for a person" in m for m in messages_of(response))
     agent.refresh_from_db()
     assert agent.status == AgentStatus.PENDING
     assert Host.objects.get(pk=agent.host_id).user_id is None
@@ -376,24 +333,6 @@ def test_host_admin_validates_default_capabilities(admin_client: Client) -> None
     assert response.status_code == 302
     host.refresh_from_db()
     assert host.default_capabilities == ["check_balance"]
-
-
-def test_admin_sends_webauthn_capabilities_to_the_step_up_page(
-    admin_client: Client, api: Api
-) -> None:
-    # spec: §8.11, S27 — staff approving a webauthn-strength capability must step up themselves.
-    agent = pending_agent(api, ["check_balance", "transfer"])
-    response = admin_client.post(
-        changelist("agent"),
-        {"action": "approve_all", "_selected_action": [agent.pk]},
-        follow=True,
-    )
-    notes = messages_of(response)
-    assert any("needs WebAuthn" in n for n in notes), notes
-    live = ApprovalRequest.objects.get(agent=agent, status="pending")
-    assert any(reverse("agentauth:approve", args=[live.pk]) in n for n in notes)
-    agent.refresh_from_db()
-    assert agent.status == AgentStatus.PENDING
 
 
 def test_link_host_action_claims_autonomous_agents(admin_client: Client, user: Any) -> None:

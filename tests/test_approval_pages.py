@@ -13,7 +13,7 @@ from django_otp.plugins.otp_static.models import StaticDevice
 
 from agentauth.models import Agent, ApprovalRequest, Host
 from agentauth.testing import Keypair, host_token, make_agent, make_host
-from tests.conftest import Api
+from tests.conftest import Api, post_decision
 
 pytestmark = pytest.mark.django_db
 
@@ -116,14 +116,14 @@ def test_approving_needs_a_fresh_sign_in(client: Client, api: Api, user: Any) ->
     client.force_login(user)
     page = open_page(client, reply.body["approval"]["user_code"])
     make_stale(client)
-    response = client.post(page, {"action": "approve", "capabilities": ["check_balance"]})
+    response = post_decision(client, page, {"action": "approve", "capabilities": ["check_balance"]})
     assert response.status_code == 302 and "/reauth" in response["Location"]
     assert Agent.objects.get().status == "pending"
     wrong = client.post("/api/auth/reauth", {"password": "nope", "next": page})
     assert wrong.status_code == 200 and b"did not match" in wrong.content
     ok = client.post("/api/auth/reauth", {"password": "alice-password", "next": page})
     assert ok.status_code == 302 and ok["Location"] == page
-    response = client.post(page, {"action": "approve", "capabilities": ["check_balance"]})
+    response = post_decision(client, page, {"action": "approve", "capabilities": ["check_balance"]})
     assert response.status_code == 200
     assert Agent.objects.get().status == "active"
 
@@ -155,7 +155,7 @@ def test_approve_some_deny_the_rest(client: Client, api: Api, user: Any) -> None
     reply = pending(api)
     client.force_login(user)
     page = open_page(client, reply.body["approval"]["user_code"])
-    response = client.post(page, {"action": "approve", "capabilities": ["check_balance"]})
+    response = post_decision(client, page, {"action": "approve", "capabilities": ["check_balance"]})
     assert response.status_code == 200
     agent = Agent.objects.get()
     grants = {g.capability: g.status for g in agent.grants.all()}
@@ -169,7 +169,7 @@ def test_deny_the_connection(client: Client, api: Api, user: Any) -> None:
     client.force_login(user)
     make_stale(client)  # denying never needs a fresh sign-in
     page = open_page(client, reply.body["approval"]["user_code"])
-    response = client.post(page, {"action": "deny", "reason": "Not mine"})
+    response = post_decision(client, page, {"action": "deny", "reason": "Not mine"})
     assert response.status_code == 200
     assert Agent.objects.get().status == "rejected"
     assert Host.objects.get().status == "rejected"
@@ -179,7 +179,7 @@ def test_a_decided_request_cannot_be_decided_again(client: Client, api: Api, use
     reply = pending(api)
     client.force_login(user)
     page = open_page(client, reply.body["approval"]["user_code"])
-    client.post(page, {"action": "approve", "capabilities": ["check_balance"]})
+    post_decision(client, page, {"action": "approve", "capabilities": ["check_balance"]})
     assert client.post(page, {"action": "deny"}).status_code == 404
 
 
@@ -242,7 +242,7 @@ def test_only_administrators_decide_for_autonomous_agents(
     )
     client.force_login(user)
     page = open_page(client, reply.body["approval"]["user_code"])
-    response = client.post(page, {"action": "approve", "capabilities": ["check_balance"]})
+    response = post_decision(client, page, {"action": "approve", "capabilities": ["check_balance"]})
     assert response.status_code == 403
     assert Agent.objects.get().status == "pending"
     assert Host.objects.get().status == "pending"

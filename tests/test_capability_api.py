@@ -15,7 +15,7 @@ from django.utils import timezone
 from agentauth import approvals, signals
 from agentauth.models import Agent, AgentStatus, AuditEvent, CapabilityGrant, HostStatus
 from agentauth.testing import Keypair, agent_token, host_token, make_agent, make_host
-from tests.conftest import ISSUER, Api, assert_error
+from tests.conftest import ISSUER, Api, assert_error, operator_decides
 
 pytestmark = pytest.mark.django_db
 PUBLIC = {
@@ -211,7 +211,7 @@ def test_pending_duplicate_is_returned_again(api: Api, linked_agent: Any) -> Non
 
 def test_denied_can_be_requested_again(api: Api, linked_agent: Any, user: Any) -> None:
     request(api, linked_agent, {"capabilities": ["transfer"]})
-    approvals.decide(linked_agent[0], approver=user, approve=[])
+    operator_decides(linked_agent[0], user, approve=[])
     reply = request(api, linked_agent, {"capabilities": ["transfer"]})
     assert reply.body["agent_capability_grants"][0]["status"] == "pending"
 
@@ -223,7 +223,7 @@ def test_new_constraints_replace_the_active_grant_on_approval(
     constrained = {"name": "check_balance", "constraints": {"account_id": "acc_9"}}
     reply = request(api, linked_agent, {"capabilities": [constrained]})
     assert reply.body["agent_capability_grants"][0]["status"] == "pending"
-    approvals.decide(linked_agent[0], approver=user)
+    operator_decides(linked_agent[0], user)
     active = CapabilityGrant.objects.filter(capability="check_balance", status="active")
     assert [g.constraints for g in active] == [{"account_id": "acc_9"}]
 

@@ -15,7 +15,7 @@ from django.test import Client
 from agentauth import notifications, tasks
 from agentauth.models import Agent, ApprovalRequest
 from agentauth.testing import Keypair, make_host
-from tests.conftest import Api
+from tests.conftest import Api, post_decision
 
 pytestmark = pytest.mark.django_db
 
@@ -58,7 +58,7 @@ def test_notification_email_links_to_an_approval_the_user_can_make(
     assert client.get(path).status_code == 302  # sign in first
     client.force_login(user)
     assert client.get(path).status_code == 200
-    response = client.post(path, {"action": "approve", "capabilities": ["check_balance"]})
+    response = post_decision(client, path, {"action": "approve", "capabilities": ["check_balance"]})
     assert response.status_code == 200
     agent = Agent.objects.get(pk=reply.body["agent_id"])
     assert agent.status == "active" and agent.user == user

@@ -73,7 +73,8 @@ def test_approve_everything_pending(api: Api, host_key: Keypair, user: Any) -> N
     request = ApprovalRequest.objects.get(agent_id=agent_id)
     assert request.status == ApprovalStatus.APPROVED and request.user_id == user.pk
     event = AuditEvent.objects.get(kind="approval.decided", agent_id=agent_id)
-    assert event.actor_type == "staff" and event.actor_id == str(user.pk)
+    # The operator path is recorded as such (spec §8.11 does not reach a shell).
+    assert event.actor_type == "operator" and event.user_id == str(user.pk)
     assert event.data["approved"] == ["check_balance", "transfer"]
     # The protocol sees it too.
     status = api.get("/agent/status", token=host_token(host_key), agent_id=agent_id).body
@@ -203,20 +204,22 @@ def test_agent_in_a_state_with_nothing_to_approve(user: Any, status: str) -> Non
     assert Agent.objects.get(pk=agent.pk).status == status
 
 
-def test_staff_may_decide_for_a_host_linked_to_someone_else(
+def test_operator_decides_only_in_the_name_of_the_person_it_acts_for(
     api: Api, user: Any, staff_user: Any
 ) -> None:
-    # spec: H4, RV5 — the command acts as staff: it may decide for a host linked to alice,
-    # without relinking the host.
+    # spec §2.2.1 — a delegated agent of a host linked to alice is decided in alice's name, not
+    # a staff member's; the host stays alice's.
     host, key = make_host(user=user)
     reply = api.register(key, body={"name": "x", "capabilities": ["transfer"]})
     agent_id = reply.body["agent_id"]
     assert reply.body["status"] == "active"
-    summary = run("agentauth_approve", agent_id, "--user", "sam")
+    with pytest.raises(CommandError, match="acts for another user"):
+        call_command("agentauth_approve", agent_id, "--user", "sam", stdout=StringIO())
+    assert grant_of(agent_id, "transfer").status == GrantStatus.PENDING
+    summary = run("agentauth_approve", agent_id, "--user", "alice")
     assert summary["approved"] == ["transfer"]
-    # Staff approval does not move the host to another user.
     assert Host.objects.get(pk=host.pk).user_id == user.pk
-    assert grant_of(agent_id, "transfer").granted_by_id == staff_user.pk
+    assert grant_of(agent_id, "transfer").granted_by_id == user.pk
 
 
 def test_bad_constraints_json(api: Api, host_key: Keypair, user: Any) -> None:

@@ -29,7 +29,7 @@ from agentauth.models import (
 from agentauth.sweep import sweep
 from agentauth.testing import Keypair, agent_token, host_token, make_agent, make_host
 from agentauth.tokens import verify_agent_jwt
-from tests.conftest import ISSUER, Api, assert_error
+from tests.conftest import ISSUER, Api, assert_error, operator_decides
 
 pytestmark = pytest.mark.django_db
 HOUR = timedelta(hours=1)
@@ -133,8 +133,9 @@ def test_grant_ttl_hook(settings: Any, user: Any, api: Api) -> None:
     settings.AGENTAUTH_GRANT_TTL = "tests.test_lifecycle_api.grant_ttl"
     host, _ = make_host(user=user)
     agent, key = make_agent(host, status=AgentStatus.PENDING)
+    approvals.open_request(agent, [])
     CapabilityGrant.objects.create(agent=agent, capability="transfer", status="pending")
-    approvals.decide(agent, approver=user)
+    operator_decides(agent, user)
     grant = CapabilityGrant.objects.get(agent=agent, capability="transfer")
     assert grant.expires_at is not None
     with later(seconds=61):
@@ -424,7 +425,8 @@ def test_claiming_takes_non_terminal_autonomous_agents(user: Any, settings: Any)
     waiting, _ = make_agent(host, mode="autonomous", status=AgentStatus.PENDING)
     AuditEvent.objects.create(kind="capability.executed", actor_type="agent", agent_id=active.pk)
     delegated, _ = make_agent(host, status=AgentStatus.PENDING)
-    approvals.decide(delegated, approver=user)
+    approvals.open_request(delegated, [])
+    operator_decides(delegated, user)
     for agent in (active, lapsed, waiting):
         agent.refresh_from_db()
         assert agent.status == AgentStatus.CLAIMED and agent.user == user

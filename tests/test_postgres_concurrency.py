@@ -17,6 +17,7 @@ from agentauth import approvals, hosts, tokens
 from agentauth.errors import ProtocolError
 from agentauth.models import Agent, AgentStatus, Host, ReplayRecord
 from agentauth.testing import Keypair, host_token, make_agent, make_host
+from tests.conftest import operator_decides
 
 pytestmark = [
     pytest.mark.postgres,
@@ -93,10 +94,11 @@ def test_approval_racing_host_revocation_never_revives(user: Any) -> None:
     for _ in range(20):
         host, _ = make_host(user=user)
         agent, _ = make_agent(host, status=AgentStatus.PENDING)
+        approvals.open_request(agent, [])
 
         def act(i: int, agent: Agent = agent, host: Host = host) -> Any:
             if i == 0:
-                return approvals.decide(agent, approver=user)
+                return operator_decides(agent, user)
             return hosts.revoke_host(host, actor_type="system")
 
         results = run_together(2, act)

@@ -18,7 +18,7 @@ from agentauth.models import (
     HostStatus,
 )
 from agentauth.testing import Keypair, make_agent, make_host
-from tests.conftest import Api, assert_error
+from tests.conftest import Api, assert_error, operator_decides
 
 pytestmark = pytest.mark.django_db
 
@@ -376,7 +376,7 @@ def test_approving_delegated_links_host_and_claims_autonomous(
     assert auto.body["status"] == "active"
     deleg = api.register(host_key, body={"name": "deleg", "capabilities": ["check_balance"]})
     assert deleg.body["status"] == "pending"
-    approvals.decide(Agent.objects.get(pk=deleg.body["agent_id"]), approver=user)
+    operator_decides(Agent.objects.get(pk=deleg.body["agent_id"]), user)
     host = Host.objects.get()
     assert host.user == user
     delegated = Agent.objects.get(pk=deleg.body["agent_id"])
@@ -393,7 +393,7 @@ def test_partial_approval(api: Api, host_key: Keypair, user: Any) -> None:
         host_key, body={"name": "x", "capabilities": ["check_balance", "transfer"]}
     )
     agent = Agent.objects.get(pk=reply.body["agent_id"])
-    approvals.decide(agent, approver=user, approve=["check_balance"], reason="Not today")
+    operator_decides(agent, user, approve=["check_balance"], reason="Not today")
     agent.refresh_from_db()
     assert agent.status == AgentStatus.ACTIVE
     grants = {g.capability: g for g in agent.grants.all()}
@@ -410,7 +410,7 @@ def test_denying_the_connection_rejects_agent_and_new_host(
     # spec: R22, AP10, H2; checklist Q8
     first = api.register(host_key, body={"name": "x", "capabilities": ["check_balance"]})
     second = api.register(host_key, body={"name": "y"})
-    approvals.decide(Agent.objects.get(pk=first.body["agent_id"]), approver=user, reject=True)
+    operator_decides(Agent.objects.get(pk=first.body["agent_id"]), user, reject=True)
     assert Agent.objects.get(pk=first.body["agent_id"]).status == AgentStatus.REJECTED
     assert Agent.objects.get(pk=second.body["agent_id"]).status == AgentStatus.REJECTED
     assert Host.objects.get().status == HostStatus.REJECTED
@@ -452,9 +452,10 @@ def test_only_the_linked_user_approves_a_linked_hosts_agent(
 ) -> None:
     host, _ = make_host(user=user)
     agent, _ = make_agent(host, status=AgentStatus.PENDING)
+    approvals.open_request(agent, [])
     mallory = django_user_model.objects.create_user(username="mallory", password="x")
     with pytest.raises(Exception) as info:
-        approvals.decide(agent, approver=mallory)
+        operator_decides(agent, mallory)
     assert getattr(info.value, "code", None) == "unauthorized"
     agent.refresh_from_db()
     assert agent.status == AgentStatus.PENDING

@@ -4,6 +4,7 @@ Complements the request-capability section of tests/test_capability_api.py."""
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -21,7 +22,7 @@ from agentauth.models import (
     GrantStatus,
 )
 from agentauth.testing import agent_token, make_agent, make_host
-from tests.conftest import ISSUER, Api, assert_error
+from tests.conftest import ISSUER, Api, assert_error, operator_decides
 
 pytestmark = pytest.mark.django_db
 
@@ -111,7 +112,7 @@ def test_pending_duplicate_takes_the_newest_constraints(api: Api, linked: Any) -
 def test_denied_is_a_new_row_and_history_stays(api: Api, linked: Any, user: Any) -> None:
     # checklist Q29 — a denied capability may be asked for again (new approval).
     ask(api, linked, {"capabilities": ["transfer"]})
-    approvals.decide(linked[0], approver=user, approve=[])
+    operator_decides(linked[0], user, approve=[])
     reply = ask(api, linked, {"capabilities": ["transfer"]})
     assert reply.body["agent_capability_grants"] == [
         {"capability": "transfer", "status": "pending"}
@@ -139,7 +140,7 @@ def test_new_constraints_keep_the_old_grant_until_approved(
         {"capability": "check_balance", "status": "pending"}
     ]
     assert balance("acc_2") == 200  # old, unconstrained grant still in force
-    approvals.decide(a, approver=user)
+    operator_decides(a, user)
     assert rows("check_balance") == [("revoked", None), ("active", {"account_id": "acc_1"})]
     assert balance("acc_1") == 200
     assert balance("acc_2") == 403
@@ -173,7 +174,7 @@ def test_server_constraints_apply_to_pending_requests_too(api: Api, linked: Any,
     # spec §2.13, CN8 — asked without a limit, the grant still carries the server's cap.
     reply = ask(api, linked, {"capabilities": ["capped_transfer"]})
     assert reply.body["agent_capability_grants"][0]["status"] == "pending"
-    approvals.decide(linked[0], approver=user)
+    operator_decides(linked[0], user)
     assert rows("capped_transfer") == [("active", {"amount": {"max": 10000}})]
 
 
@@ -306,6 +307,12 @@ def test_autonomous_agent_asks_an_administrator(api: Api, user: Any) -> None:
     agent = make_agent(host, mode=AgentMode.AUTONOMOUS)
     reply = ask(api, agent, {"capabilities": ["read_only_note"]})
     assert reply.body["agent_capability_grants"][0]["status"] == "pending"
+    approval = approvals.live_request(agent[0])
+    fresh_session = {"agentauth_authenticated_at": time.time()}
     with pytest.raises(ProtocolError) as refused:
-        approvals.decide(agent[0], approver=user)
+        approvals.decide(
+            approval,
+            approver=approvals.Approver.in_session(user, fresh_session),
+            shown=approvals.digest_of(approval),
+        )
     assert refused.value.code == "unauthorized"

@@ -9,11 +9,10 @@ import pytest
 import time_machine
 from django.utils import timezone
 
-from agentauth import approvals
 from agentauth.models import Agent, AgentStatus, AuditEvent, Host, HostStatus
 from agentauth.testing import Keypair, agent_token, host_token, make_agent, make_host
 from agentauth.tokens import verify_agent_jwt
-from tests.conftest import ISSUER, Api, assert_error
+from tests.conftest import ISSUER, Api, assert_error, operator_decides
 
 pytestmark = pytest.mark.django_db
 
@@ -33,7 +32,7 @@ def test_status_of_a_pending_registration_from_a_pending_host(api: Api, host_key
 def test_status_after_approval_has_full_grants(api: Api, host_key: Keypair, user: Any) -> None:
     # spec: ST3, GR1, GR6
     reg = api.register(host_key, body={"name": "x", "capabilities": ["check_balance"]})
-    approvals.decide(Agent.objects.get(pk=reg.body["agent_id"]), approver=user)
+    operator_decides(Agent.objects.get(pk=reg.body["agent_id"]), user)
     body = api.get("/agent/status", token=host_token(host_key), agent_id=reg.body["agent_id"]).body
     assert body["status"] == "active"
     assert body["user_id"] == str(user.pk)

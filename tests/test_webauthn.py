@@ -12,7 +12,7 @@ from django.test import Client
 from agentauth.models import Agent, ApprovalRequest, WebAuthnCredential
 from agentauth.testing import Keypair
 from agentauth.testing.authenticator import SoftAuthenticator
-from tests.conftest import Api
+from tests.conftest import Api, post_decision
 
 pytestmark = pytest.mark.django_db
 
@@ -114,7 +114,9 @@ def test_webauthn_capability_cannot_be_approved_without_step_up(
     signed_in: Client, transfer_request: str
 ) -> None:
     register_credential(signed_in, SoftAuthenticator())
-    response = signed_in.post(transfer_request, {"action": "approve", "capabilities": ["transfer"]})
+    response = post_decision(
+        signed_in, transfer_request, {"action": "approve", "capabilities": ["transfer"]}
+    )
     assert response.status_code == 403
     assert b"webauthn_required" in response.content
     assert Agent.objects.get().status == "pending"
@@ -125,7 +127,9 @@ def test_step_up_then_approve(signed_in: Client, transfer_request: str, user: An
     register_credential(signed_in, soft)
     verified = step_up(signed_in, transfer_request, soft)
     assert verified.status_code == 200, verified.content
-    response = signed_in.post(transfer_request, {"action": "approve", "capabilities": ["transfer"]})
+    response = post_decision(
+        signed_in, transfer_request, {"action": "approve", "capabilities": ["transfer"]}
+    )
     assert response.status_code == 200
     agent = Agent.objects.get()
     assert agent.status == "active"
@@ -174,7 +178,7 @@ def test_step_up_is_bound_to_one_approval(
     page = signed_in.post("/api/auth/device", {"code": other.body["approval"]["user_code"]})[
         "Location"
     ]
-    response = signed_in.post(page, {"action": "approve", "capabilities": ["transfer"]})
+    response = post_decision(signed_in, page, {"action": "approve", "capabilities": ["transfer"]})
     assert response.status_code == 403
     assert Agent.objects.get(pk=other.body["agent_id"]).status == "pending"
 
@@ -204,5 +208,7 @@ def test_step_up_challenge_of_one_approval_cannot_complete_another(
     options = post_json(signed_in, f"{transfer_request}/webauthn/begin").json()
     reply = post_json(signed_in, f"{other_page}/webauthn/complete", soft.get(options, ORIGIN))
     assert reply.status_code == 403
-    response = signed_in.post(other_page, {"action": "approve", "capabilities": ["transfer"]})
+    response = post_decision(
+        signed_in, other_page, {"action": "approve", "capabilities": ["transfer"]}
+    )
     assert response.status_code == 403

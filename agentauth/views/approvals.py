@@ -2,8 +2,10 @@
 
 The rules live in ``approvals`` and ``webauthn``; these views only gather input and render:
 - ``device``: enter the user code (RFC 8628), with a per-user lock-out;
-- ``approve``: see exactly what is asked and approve all, some, or deny; approving needs a fresh
-  sign-in, and ``webauthn``-strength capabilities a WebAuthn assertion bound to this request;
+- ``approve``: see exactly what is asked and approve all, some, or deny (the admin's Approve
+  action lands here too). The form carries ``shown``, the digest of what was displayed;
+  ``approvals.decide`` refuses a changed request, a stale sign-in, a missing step-up and anyone
+  the agent does not answer to, and this view only redirects or re-renders;
 - ``reauth``: confirm it is you (password, plus an OTP token if you have a device);
 - ``webauthn_register``: add a passkey or security key;
 - ``connected``: your hosts ("Connected apps"), agents, grants and recent activity.
@@ -31,6 +33,7 @@ from ..capabilities import registry
 from ..errors import ProtocolError
 from ..models import (
     Agent,
+    AgentMode,
     AgentStatus,
     ApprovalRequest,
     ApprovalStatus,
@@ -40,8 +43,6 @@ from ..models import (
     HostStatus,
     WebAuthnCredential,
 )
-
-STAFF_PERMISSION = "agentauth.change_agent"
 
 
 @login_required
@@ -58,21 +59,25 @@ def device(request: HttpRequest) -> HttpResponse:
     return render(request, "agentauth/device.html", {"code": code, "error": error})
 
 
-def _live_approval(request: HttpRequest, approval_id: str) -> tuple[ApprovalRequest, bool]:
-    """The pending request, if this person may see it; ``Http404`` otherwise (no hints)."""
+def _visible_approval(
+    request: HttpRequest, approval_id: str, *, replaced_too: bool = False
+) -> ApprovalRequest:
+    """The live request, if this person may see it; ``Http404`` otherwise (no hints).
+
+    ``replaced_too``: also one the agent replaced by asking again, so that a decision posted
+    against it reaches ``decide`` and is refused as changed rather than vanishing.
+    """
     approval = (
         ApprovalRequest.objects.select_related("agent", "agent__host")
-        .filter(pk=approval_id, status=ApprovalStatus.PENDING, expires_at__gt=timezone.now())
+        .filter(pk=approval_id)
         .first()
     )
-    if approval is None:
+    if approval is None or not approvals.may_view(approval, request.user, request.session):
         raise Http404("No such request")
-    as_staff = request.user.has_perm(STAFF_PERMISSION)
-    if not (approvals.approver_may_see(approval, request.user, request.session) or as_staff):
+    live = approval.status == ApprovalStatus.PENDING and approval.expires_at > timezone.now()
+    if not (live or (replaced_too and approval.status == ApprovalStatus.EXPIRED)):
         raise Http404("No such request")
-    return approval, as_staff and not approvals.approver_may_see(
-        approval, request.user, request.session
-    )
+    return approval
 
 
 def _items(agent: Agent) -> list[dict[str, Any]]:
@@ -90,54 +95,74 @@ def _items(agent: Agent) -> list[dict[str, Any]]:
     return items
 
 
-@login_required
-@require_http_methods(["GET", "POST"])
-def approve(request: HttpRequest, approval_id: str) -> HttpResponse:
-    approval, as_staff = _live_approval(request, approval_id)
+def _page(
+    request: HttpRequest, approval: ApprovalRequest, error: ProtocolError | None = None
+) -> HttpResponse:
+    """The request as the person sees it, with the digest their decision must carry back."""
     agent = approval.agent
     items = _items(agent)
-    names = [i["grant"].capability for i in items]
     context: dict[str, Any] = {
         "approval": approval,
         "agent": agent,
         "host": agent.host,
         "items": items,
+        "shown": approvals.digest_of(approval),
         "new_host": agent.host.status == HostStatus.PENDING,
-        "as_staff": as_staff,
+        "as_staff": agent.mode == AgentMode.AUTONOMOUS,
         "fresh": approvals.is_fresh(request.session),
-        "needs_webauthn": approvals.required_strength(names) == "webauthn",
+        "needs_webauthn": approvals.required_strength(i["grant"].capability for i in items)
+        == "webauthn",
         "has_credentials": WebAuthnCredential.objects.filter(user=request.user).exists(),
         "stepped_up": webauthn.stepup_verified(request.session, request.user, approval.pk),
     }
-    if request.method == "GET":
-        return render(request, "agentauth/approve.html", context)
+    if error is not None:
+        context["error"], context["error_code"] = error.message, error.code
+    return render(request, "agentauth/approve.html", context, status=error.status if error else 200)
 
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def approve(request: HttpRequest, approval_id: str) -> HttpResponse:
+    if request.method == "GET":
+        return _page(request, _visible_approval(request, approval_id))
+    approval = _visible_approval(request, approval_id, replaced_too=True)
+    agent = approval.agent
+    approver = approvals.Approver.in_session(request.user, request.session)
+    shown = request.POST.get("shown", "")
     action = request.POST.get("action")
-    actor = "staff" if as_staff else "user"
     try:
         if action == "deny":
             approvals.decide(
-                agent,
-                approver=request.user,
+                approval,
+                approver=approver,
+                shown=shown,
                 reject=True,
                 reason=request.POST.get("reason", "")[:500],
-                actor_type=actor,
             )
             return render(request, "agentauth/done.html", {"agent": agent, "approved": []})
         if action != "approve":
             raise ProtocolError("invalid_request", "Choose approve or deny")
-        chosen = [n for n in request.POST.getlist("capabilities") if n in names]
-        if as_staff:
-            approvals.ensure_staff_may_approve(agent)
-        approvals.check_approver(request.session, request.user, approval, chosen)
-        decision = approvals.decide(agent, approver=request.user, approve=chosen, actor_type=actor)
+        decision = approvals.decide(
+            approval,
+            approver=approver,
+            shown=shown,
+            approve=request.POST.getlist("capabilities"),
+        )
         webauthn.consume_stepup(request.session)
     except ProtocolError as exc:
         if exc.code == "fresh_auth_required":
             return redirect(f"{reverse('agentauth:reauth')}?next={request.path}")
-        context["error"] = exc.message
-        context["error_code"] = exc.code
-        return render(request, "agentauth/approve.html", context, status=exc.status)
+        if exc.code == "request_changed":
+            current = approvals.successor(approval, request.user, request.session)
+            if approval.status == ApprovalStatus.PENDING and current is None:
+                current = approval
+            if current is None:
+                raise Http404("No such request") from None
+            if current.pk != approval.pk:
+                messages.warning(request, exc.message)
+                return redirect("agentauth:approve", approval_id=current.pk)
+            approval.agent.refresh_from_db()
+        return _page(request, approval, exc)
     return render(
         request,
         "agentauth/done.html",
@@ -148,7 +173,7 @@ def approve(request: HttpRequest, approval_id: str) -> HttpResponse:
 @login_required
 @require_POST
 def approve_webauthn_begin(request: HttpRequest, approval_id: str) -> JsonResponse:
-    approval, _ = _live_approval(request, approval_id)
+    approval = _visible_approval(request, approval_id)
     try:
         return JsonResponse(webauthn.begin_stepup(request.session, request.user, approval.pk))
     except ProtocolError as exc:
@@ -158,7 +183,7 @@ def approve_webauthn_begin(request: HttpRequest, approval_id: str) -> JsonRespon
 @login_required
 @require_POST
 def approve_webauthn_complete(request: HttpRequest, approval_id: str) -> JsonResponse:
-    approval, _ = _live_approval(request, approval_id)
+    approval = _visible_approval(request, approval_id)
     try:
         credential = json.loads(request.body)
         webauthn.complete_stepup(request.session, request.user, approval.pk, credential)

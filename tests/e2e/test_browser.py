@@ -155,7 +155,8 @@ def test_webauthn_capability_with_a_virtual_authenticator(
 def test_staff_approve_a_pending_agent_in_the_admin(
     server: str, page: Any, django_user_model: Any, settings: Any
 ) -> None:
-    # spec: UX4 — staff approve through the admin, which calls approvals.decide.
+    # spec §2.2.2, §8.11 — the admin's Approve action opens the approval page, whose decision
+    # goes through approvals.decide like every other.
     django_user_model.objects.create_superuser("sam", "sam@example.com", "sam-password")
     client = AgentAuthClient(server)
     connection = client.register("Nightly job", capabilities=["check_balance"], mode="autonomous")
@@ -168,9 +169,11 @@ def test_staff_approve_a_pending_agent_in_the_admin(
     page.wait_for_selector("#changelist")
     shot(page, "09-admin-agents")
     page.check(f"input[name=_selected_action][value='{connection.agent_id}']")
-    page.select_option("select[name=action]", "approve_all")
+    page.select_option("select[name=action]", "approve")
     page.click("button[name=index]")
-    page.wait_for_selector(".messagelist")
+    page.wait_for_selector("text=You are deciding as an administrator")
+    page.get_by_role("button", name="Approve selected").click()
+    page.wait_for_selector("#result")
     shot(page, "10-admin-approved")
     assert Agent.objects.get(pk=connection.agent_id).status == "active"
     assert client.status(connection.agent_id)["status"] == "active"

@@ -1,10 +1,14 @@
-"""Approve or deny a pending agent from the shell, as a named user.
+"""Approve or deny a pending agent from the shell: the operator path.
 
-Goes through ``approvals.decide``, exactly like the admin, so the audit trail and signals match.
+Goes through ``approvals.decide`` like the approval page and the admin. It decides in the name of
+``--user`` (for a delegated agent, the person it acts for) with an ``Approver.operator`` that only
+this command builds: no browser session, so no fresh sign-in or passkey step-up, and the audit row
+says so (``actor_type="operator"``, ``actor_id="agentauth_approve:<OS user>"``).
 """
 
 from __future__ import annotations
 
+import getpass
 import json
 from typing import Any
 
@@ -21,7 +25,12 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("agent_id")
-        parser.add_argument("--user", required=True, help="Username of the approver")
+        parser.add_argument(
+            "--user",
+            required=True,
+            help="Username the decision is made in the name of: for a delegated agent, the "
+            "person it acts for (an unlinked host is linked to them)",
+        )
         parser.add_argument(
             "--capability",
             action="append",
@@ -61,13 +70,12 @@ class Command(BaseCommand):
                 )
         try:
             decision = approvals.decide(
-                agent,
-                approver=user,
+                approvals.live_request(agent),
+                approver=approvals.Approver.operator(user, name=f"agentauth_approve:{_whoami()}"),
                 approve=options["capabilities"],
                 reject=options["deny"],
                 reason=options["reason"],
                 constraints=constraints,
-                actor_type="staff",
             )
         except ProtocolError as exc:
             raise CommandError(exc.message) from None
@@ -82,3 +90,11 @@ class Command(BaseCommand):
                 }
             )
         )
+
+
+def _whoami() -> str:
+    """The OS account running the command, for the audit row; never fails the decision."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"

@@ -426,7 +426,7 @@ def test_denied_first_time_host_still_sees_its_agents_rejected(
 
     first = api.register(host_key, body={"name": "x", "capabilities": ["check_balance"]})
     agent_id = first.body["agent_id"]
-    approvals.decide(Agent.objects.get(pk=agent_id), approver=user, reject=True)
+    operator_decides(Agent.objects.get(pk=agent_id), user, reject=True)
     assert Host.objects.get().status == HostStatus.REJECTED
     reply = api.get("/agent/status", token=host_token(host_key), agent_id=agent_id)
     assert reply.status == 200, reply.body

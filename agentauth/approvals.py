@@ -306,20 +306,22 @@ def _authorize(
 
 def enter_user_code(user: Any, session: Any, code: str) -> ApprovalRequest | None:
     """Check a typed user code, with a per-user lock-out after repeated failures (RFC 8628
-    §5.1). The same "not found" answer covers wrong, expired and locked."""
-    from django.core.cache import cache
+    §5.1). The same "not found" answer covers wrong, expired and locked.
 
+    Each attempt takes its place in the count atomically *before* the code is looked up, and a
+    right code gives its place back: however many attempts arrive at once, no more than
+    ``USER_CODE_MAX_ATTEMPTS`` wrong guesses are ever looked up in a lock-out window.
+    """
     key = f"agentauth:code-attempts:{user.pk}"
-    attempts = cache.get(key, 0)
-    if attempts >= app_settings.USER_CODE_MAX_ATTEMPTS:
+    if _take_attempt(key) > app_settings.USER_CODE_MAX_ATTEMPTS:
         return None
     approval = find_by_user_code(code)
     if approval is None:
-        cache.set(key, attempts + 1, app_settings.USER_CODE_LOCKOUT_SECONDS)
         ApprovalRequest.objects.filter(
             user_code_hash=hash_user_code(code) if isinstance(code, str) else None
         ).update(failed_attempts=F("failed_attempts") + 1)
         return None
+    _give_back_attempt(key)
     _remember_code(session, approval.pk)
     return approval
 
@@ -327,6 +329,34 @@ def enter_user_code(user: Any, session: Any, code: str) -> ApprovalRequest | Non
 def _remember_code(session: Any, approval_id: str) -> None:
     allowed = list(session.get(CODE_OK_KEY, []))[-9:]
     session[CODE_OK_KEY] = [*allowed, approval_id]
+
+
+def _take_attempt(key: str) -> int:
+    """Count one attempt with ``add`` + ``incr`` (atomic in every shared cache backend); the
+    count starts its lock-out window at the first attempt. Fails closed."""
+    from django.core.cache import cache
+
+    timeout = app_settings.USER_CODE_LOCKOUT_SECONDS
+    try:
+        cache.add(key, 0, timeout)
+        try:
+            return int(cache.incr(key))
+        except ValueError:  # the window ended between add and incr: start a new one
+            cache.add(key, 0, timeout)
+            return int(cache.incr(key))
+    except Exception as exc:
+        raise ProtocolError(
+            "temporarily_unavailable", "The attempt counter is unavailable"
+        ) from exc
+
+
+def _give_back_attempt(key: str) -> None:
+    from django.core.cache import cache
+
+    try:
+        cache.decr(key)
+    except Exception:  # noqa: S110 - the window ended; nothing to give back
+        pass
 
 
 def find_by_user_code(code: str) -> ApprovalRequest | None:

@@ -68,17 +68,41 @@ class IssuedApproval:
     user_code: str | None = None
 
 
-def find_hinted_user(login_hint: str) -> Any:
-    """The user a CIBA ``login_hint`` names, or ``None``. Always one query, found or not."""
+STAFF_PERMISSION = ("agentauth", "change_agent")
+
+
+def find_hinted_user(login_hint: str, *, must_be_staff: bool = False) -> Any:
+    """The user a CIBA ``login_hint`` names who could decide the request, or ``None``.
+
+    Always exactly one query, whether the hint matches someone or not, and whether they could
+    decide or not: the database work never tells which accounts exist (spec §7.2, CIBA Core
+    §14). ``must_be_staff``: for an autonomous agent only an administrator decides (spec
+    §2.2.2), so only a hinted user holding ``agentauth.change_agent`` (directly, through a
+    group, or as a superuser) is asked; everyone else is never notified.
+    """
     if not login_hint:
         return None
     from django.contrib.auth import get_user_model
-    from django.db.models import Q
+    from django.contrib.auth.models import Permission, PermissionsMixin
+    from django.db.models import Exists, OuterRef, Q
 
+    user_model = get_user_model()
     condition = Q()
     for field_name in app_settings.CIBA_LOGIN_HINT_FIELDS:
         condition |= Q(**{f"{field_name}__iexact": login_hint})
-    matches = list(get_user_model().objects.filter(condition, is_active=True)[:2])
+    users = user_model.objects.filter(condition, is_active=True)
+    if must_be_staff:
+        if not issubclass(user_model, PermissionsMixin):
+            users = users.filter(pk__in=[])  # no permissions model: nobody may decide
+        else:
+            app_label, codename = STAFF_PERMISSION
+            perm = Q(content_type__app_label=app_label, codename=codename)
+            users = users.filter(
+                Q(is_superuser=True)
+                | Exists(Permission.objects.filter(perm, user=OuterRef("pk")))
+                | Exists(Permission.objects.filter(perm, group__user=OuterRef("pk")))
+            )
+    matches = list(users[:2])
     return matches[0] if len(matches) == 1 else None
 
 
@@ -87,15 +111,19 @@ def choose_method(agent: Agent, preferred: str | None, login_hint: str) -> tuple
     (the linked user, or a ``login_hint``); device authorization otherwise.
 
     With a hint, CIBA is chosen whether or not the hint matches anyone, so the response never
-    tells a caller which accounts exist (spec §7.2, CIBA Core §14).
+    tells a caller which accounts exist (spec §7.2, CIBA Core §14). The person named is only
+    someone who could decide the request: the linked user of a delegated agent's host (if still
+    active), or the hinted user (for an autonomous agent, only an administrator). Nobody else
+    is ever notified (spec §7.2: notification fatigue).
     """
     if preferred != ApprovalMethod.CIBA or "ciba" not in app_settings.APPROVAL_METHODS:
         return ApprovalMethod.DEVICE_AUTHORIZATION, None
     linked = agent.host.user if agent.host.user_id is not None else None
     if linked is not None:
-        return ApprovalMethod.CIBA, linked
+        return ApprovalMethod.CIBA, linked if linked.is_active else None
     if login_hint:
-        return ApprovalMethod.CIBA, find_hinted_user(login_hint)
+        staff_only = agent.mode == AgentMode.AUTONOMOUS
+        return ApprovalMethod.CIBA, find_hinted_user(login_hint, must_be_staff=staff_only)
     return ApprovalMethod.DEVICE_AUTHORIZATION, None
 
 

@@ -129,6 +129,8 @@ AGENTAUTH_RATE_LIMITS = {
     "host": None,
     "agent": None,
     "introspect": None,
+    "ciba_host": None,
+    "ciba_recipient": None,
 }
 
 # Real-worker tier (tests/test_celery_worker.py): the worker process writes email to files the

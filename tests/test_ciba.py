@@ -301,6 +301,7 @@ def test_an_inactive_linked_user_is_not_mailed(
     assert reply.body["approval"]["method"] == "ciba" and mail.outbox == []
 
 
+FULL_WIDTH = "".join(chr(ord(c) + 0xFEE0) for c in "evil.example")  # ｅｖｉｌ．…
 HOSTILE = "Visit https://evil.example/login or www.evil.example, evil.example and a@b.example"
 
 
@@ -315,7 +316,7 @@ def test_mail_text_is_plain_limited_and_never_linkable(
         name="Bank.example support " + "x" * 100,
         host_name="http://login.bank.example",
         binding_message=HOSTILE,
-        reason="See mailto:help@evil.example or ｅｖｉｌ．ｅｘａｍｐｌｅ",
+        reason="See mailto:help@evil.example or " + FULL_WIDTH,
     )
     message = mail.outbox[0]
     approval_link = re.search(r"http://testserver/api/auth/approve/\S+", message.body)

@@ -25,8 +25,8 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
-from django.db import InterfaceError, OperationalError
 from django.core.exceptions import PermissionDenied
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.http.response import HttpResponseBase
 from django.template.loader import render_to_string

@@ -301,7 +301,7 @@ def test_an_inactive_linked_user_is_not_mailed(
     assert reply.body["approval"]["method"] == "ciba" and mail.outbox == []
 
 
-FULL_WIDTH = "".join(chr(ord(c) + 0xFEE0) for c in "evil.example")  # ｅｖｉｌ．…
+FULL_WIDTH = "".join(chr(ord(c) + 0xFEE0) for c in "evil.example")  # full-width letters and dot
 HOSTILE = "Visit https://evil.example/login or www.evil.example, evil.example and a@b.example"
 
 

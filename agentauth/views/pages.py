@@ -85,7 +85,7 @@ def problem_page(status: int, *, as_json: bool = False) -> HttpResponseBase:
     if status == 503:
         context["retry_after"] = str(RETRY_AFTER_SECONDS)
     try:
-        html = render_to_string("agentauth/problem.html", context)
+        html: str = render_to_string("agentauth/problem.html", context)
     except Exception:
         logger.exception("agentauth: the %s page could not be rendered", status)
         html = f"{title}. {message}"

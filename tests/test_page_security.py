@@ -62,7 +62,7 @@ def assert_locked_down(response: Any) -> None:
     assert directives["frame-ancestors"] == "'none'" and directives["form-action"] == "'self'"
     assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
     assert "no-store" in response["Cache-Control"]
-    assert response["Referrer-Policy"] == "no-referrer"
+    assert response["Referrer-Policy"] == "same-origin"
     assert response["X-Content-Type-Options"] == "nosniff"
     assert response["X-Frame-Options"] == "DENY"
 

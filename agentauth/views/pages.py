@@ -9,7 +9,8 @@ gives (spec §8.10, §8.11):
   or post a form elsewhere;
 - ``Cache-Control: no-store``: pending requests and the connected-apps list stay out of shared
   and back-button caches;
-- ``Referrer-Policy: no-referrer``: approval ids in URLs are not sent to other sites;
+- ``Referrer-Policy: same-origin``: approval ids in URLs are not sent to other sites (not
+  ``no-referrer``: browsers then send ``Origin: null`` and Django's CSRF check refuses forms);
 - ``X-Content-Type-Options: nosniff`` and frame denial (``X-Frame-Options: DENY`` and
   ``frame-ancestors 'none'``): no clickjacking of the approve button.
 
@@ -55,7 +56,7 @@ View = TypeVar("View", bound=Callable[..., HttpResponseBase])
 
 def secure_headers(response: HttpResponseBase) -> HttpResponseBase:
     response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
-    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["Referrer-Policy"] = "same-origin"
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["X-Frame-Options"] = "DENY"
     add_never_cache_headers(response)  # includes no-store

@@ -69,17 +69,15 @@ class IssuedApproval:
     user_code: str | None = None
 
 
-STAFF_PERMISSION = ("agentauth", "change_agent")
-
-
-def find_hinted_user(login_hint: str, *, must_be_staff: bool = False) -> Any:
+def find_hinted_user(login_hint: str, *, must_be_administrator: bool = False) -> Any:
     """The user a CIBA ``login_hint`` names who could decide the request, or ``None``.
 
     Always exactly one query, whether the hint matches someone or not, and whether they could
     decide or not: the database work never tells which accounts exist (spec §7.2, CIBA Core
-    §14). ``must_be_staff``: for an autonomous agent only an administrator decides (spec
-    §2.2.2), so only a hinted user holding ``agentauth.change_agent`` (directly, through a
-    group, or as a superuser) is asked; everyone else is never notified.
+    §14). ``must_be_administrator``: for an autonomous agent only an administrator decides
+    (spec §2.2.2, :func:`is_administrator`), so only a hinted user holding
+    ``ADMIN_PERMISSION`` (directly, through a group, or as a superuser) is asked; everyone else
+    is never notified.
     """
     if not login_hint:
         return None
@@ -92,11 +90,11 @@ def find_hinted_user(login_hint: str, *, must_be_staff: bool = False) -> Any:
     for field_name in app_settings.CIBA_LOGIN_HINT_FIELDS:
         condition |= Q(**{f"{field_name}__iexact": login_hint})
     users = user_model.objects.filter(condition, is_active=True)
-    if must_be_staff:
+    if must_be_administrator:
         if not issubclass(user_model, PermissionsMixin):
             users = users.filter(pk__in=[])  # no permissions model: nobody may decide
         else:
-            app_label, codename = STAFF_PERMISSION
+            app_label, codename = ADMIN_PERMISSION.split(".", 1)
             perm = Q(content_type__app_label=app_label, codename=codename)
             users = users.filter(
                 Q(is_superuser=True)
@@ -123,8 +121,8 @@ def choose_method(agent: Agent, preferred: str | None, login_hint: str) -> tuple
     if linked is not None:
         return ApprovalMethod.CIBA, linked if linked.is_active else None
     if login_hint:
-        staff_only = agent.mode == AgentMode.AUTONOMOUS
-        return ApprovalMethod.CIBA, find_hinted_user(login_hint, must_be_staff=staff_only)
+        admin_only = agent.mode == AgentMode.AUTONOMOUS
+        return ApprovalMethod.CIBA, find_hinted_user(login_hint, must_be_administrator=admin_only)
     return ApprovalMethod.DEVICE_AUTHORIZATION, None
 
 

@@ -283,7 +283,7 @@ def test_autonomous_hint_reaches_a_user_with_the_permission(
 
     group = Group.objects.create(name="agent admins")
     group.permissions.add(
-        Permission.objects.get(content_type__app_label="agentauth", codename="change_agent")
+        Permission.objects.get(content_type__app_label="agentauth", codename="approve_agent")
     )
     user.groups.add(group)
     register_ciba(api, user.email, django_capture_on_commit_callbacks, mode="autonomous")

@@ -15,11 +15,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -e '.[dev]'
 	touch $(STAMP)
 
+# The demo runs with DEBUG on (static files, a development secret); nothing else does.
+DEMO_ENV := DJANGO_DEBUG=1
+
 ## demo: migrate the SQLite demo database, seed it and serve http://127.0.0.1:8000
 demo: venv
-	$(BIN)/python manage.py migrate --noinput
-	$(BIN)/python manage.py seed_demo
-	$(BIN)/python manage.py runserver 127.0.0.1:8000
+	$(DEMO_ENV) $(BIN)/python manage.py migrate --noinput
+	$(DEMO_ENV) $(BIN)/python manage.py seed_demo
+	$(DEMO_ENV) $(BIN)/python manage.py runserver 127.0.0.1:8000
 
 ## test: run the test suite (PYTEST_ARGS="-k replay -x" to narrow it)
 test: venv
@@ -33,4 +36,4 @@ typecheck: venv
 	$(BIN)/mypy agentauth
 
 check-migrations: venv
-	$(BIN)/python manage.py makemigrations agentauth support --check --dry-run
+	$(DEMO_ENV) $(BIN)/python manage.py makemigrations agentauth support --check --dry-run

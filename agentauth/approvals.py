@@ -8,6 +8,7 @@ shown) live beside it. See docs/security-approvals.md.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -68,17 +69,39 @@ class IssuedApproval:
     user_code: str | None = None
 
 
-def find_hinted_user(login_hint: str) -> Any:
-    """The user a CIBA ``login_hint`` names, or ``None``. Always one query, found or not."""
+def find_hinted_user(login_hint: str, *, must_be_administrator: bool = False) -> Any:
+    """The user a CIBA ``login_hint`` names who could decide the request, or ``None``.
+
+    Always exactly one query, whether the hint matches someone or not, and whether they could
+    decide or not: the database work never tells which accounts exist (spec §7.2, CIBA Core
+    §14). ``must_be_administrator``: for an autonomous agent only an administrator decides
+    (spec §2.2.2, :func:`is_administrator`), so only a hinted user holding
+    ``ADMIN_PERMISSION`` (directly, through a group, or as a superuser) is asked; everyone else
+    is never notified.
+    """
     if not login_hint:
         return None
     from django.contrib.auth import get_user_model
-    from django.db.models import Q
+    from django.contrib.auth.models import Permission, PermissionsMixin
+    from django.db.models import Exists, OuterRef, Q
 
+    user_model = get_user_model()
     condition = Q()
     for field_name in app_settings.CIBA_LOGIN_HINT_FIELDS:
         condition |= Q(**{f"{field_name}__iexact": login_hint})
-    matches = list(get_user_model().objects.filter(condition, is_active=True)[:2])
+    users = user_model.objects.filter(condition, is_active=True)
+    if must_be_administrator:
+        if not issubclass(user_model, PermissionsMixin):
+            users = users.filter(pk__in=[])  # no permissions model: nobody may decide
+        else:
+            app_label, codename = ADMIN_PERMISSION.split(".", 1)
+            perm = Q(content_type__app_label=app_label, codename=codename)
+            users = users.filter(
+                Q(is_superuser=True)
+                | Exists(Permission.objects.filter(perm, user=OuterRef("pk")))
+                | Exists(Permission.objects.filter(perm, group__user=OuterRef("pk")))
+            )
+    matches = list(users[:2])
     return matches[0] if len(matches) == 1 else None
 
 
@@ -87,15 +110,19 @@ def choose_method(agent: Agent, preferred: str | None, login_hint: str) -> tuple
     (the linked user, or a ``login_hint``); device authorization otherwise.
 
     With a hint, CIBA is chosen whether or not the hint matches anyone, so the response never
-    tells a caller which accounts exist (spec §7.2, CIBA Core §14).
+    tells a caller which accounts exist (spec §7.2, CIBA Core §14). The person named is only
+    someone who could decide the request: the linked user of a delegated agent's host (if still
+    active), or the hinted user (for an autonomous agent, only an administrator). Nobody else
+    is ever notified (spec §7.2: notification fatigue).
     """
     if preferred != ApprovalMethod.CIBA or "ciba" not in app_settings.APPROVAL_METHODS:
         return ApprovalMethod.DEVICE_AUTHORIZATION, None
     linked = agent.host.user if agent.host.user_id is not None else None
     if linked is not None:
-        return ApprovalMethod.CIBA, linked
+        return ApprovalMethod.CIBA, linked if linked.is_active else None
     if login_hint:
-        return ApprovalMethod.CIBA, find_hinted_user(login_hint)
+        admin_only = agent.mode == AgentMode.AUTONOMOUS
+        return ApprovalMethod.CIBA, find_hinted_user(login_hint, must_be_administrator=admin_only)
     return ApprovalMethod.DEVICE_AUTHORIZATION, None
 
 
@@ -306,20 +333,22 @@ def _authorize(
 
 def enter_user_code(user: Any, session: Any, code: str) -> ApprovalRequest | None:
     """Check a typed user code, with a per-user lock-out after repeated failures (RFC 8628
-    §5.1). The same "not found" answer covers wrong, expired and locked."""
-    from django.core.cache import cache
+    §5.1). The same "not found" answer covers wrong, expired and locked.
 
+    Each attempt takes its place in the count atomically *before* the code is looked up, and a
+    right code gives its place back: however many attempts arrive at once, no more than
+    ``USER_CODE_MAX_ATTEMPTS`` wrong guesses are ever looked up in a lock-out window.
+    """
     key = f"agentauth:code-attempts:{user.pk}"
-    attempts = cache.get(key, 0)
-    if attempts >= app_settings.USER_CODE_MAX_ATTEMPTS:
+    if _take_attempt(key) > app_settings.USER_CODE_MAX_ATTEMPTS:
         return None
     approval = find_by_user_code(code)
     if approval is None:
-        cache.set(key, attempts + 1, app_settings.USER_CODE_LOCKOUT_SECONDS)
         ApprovalRequest.objects.filter(
             user_code_hash=hash_user_code(code) if isinstance(code, str) else None
         ).update(failed_attempts=F("failed_attempts") + 1)
         return None
+    _give_back_attempt(key)
     _remember_code(session, approval.pk)
     return approval
 
@@ -327,6 +356,32 @@ def enter_user_code(user: Any, session: Any, code: str) -> ApprovalRequest | Non
 def _remember_code(session: Any, approval_id: str) -> None:
     allowed = list(session.get(CODE_OK_KEY, []))[-9:]
     session[CODE_OK_KEY] = [*allowed, approval_id]
+
+
+def _take_attempt(key: str) -> int:
+    """Count one attempt with ``add`` + ``incr`` (atomic in every shared cache backend); the
+    count starts its lock-out window at the first attempt. Fails closed."""
+    from django.core.cache import cache
+
+    timeout = app_settings.USER_CODE_LOCKOUT_SECONDS
+    try:
+        cache.add(key, 0, timeout)
+        try:
+            return int(cache.incr(key))
+        except ValueError:  # the window ended between add and incr: start a new one
+            cache.add(key, 0, timeout)
+            return int(cache.incr(key))
+    except Exception as exc:
+        raise ProtocolError(
+            "temporarily_unavailable", "The attempt counter is unavailable"
+        ) from exc
+
+
+def _give_back_attempt(key: str) -> None:
+    from django.core.cache import cache
+
+    with contextlib.suppress(Exception):  # the window ended: nothing to give back
+        cache.decr(key)
 
 
 def find_by_user_code(code: str) -> ApprovalRequest | None:

@@ -98,3 +98,20 @@ def check_rate_limits(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             except ValueError as exc:
                 errors.append(Error(str(exc), id="agentauth.E032"))
     return errors
+
+
+@register(Tags.security)
+def check_introspection(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """An open introspection endpoint tells anyone whether a token is live and what it may do
+    (spec §5.12); outside ``DEBUG`` it is closed until resource servers have secrets."""
+    if settings.DEBUG or app_settings.INTROSPECTION_TOKENS:
+        return []
+    return [
+        Error(
+            "AGENTAUTH_INTROSPECTION_TOKENS is empty, so POST /agent/introspect refuses every "
+            "caller.",
+            hint="Give each resource server a long random secret and list them here, e.g. "
+            "AGENTAUTH_INTROSPECTION_TOKENS = [os.environ['INTROSPECTION_SECRET']].",
+            id="agentauth.E040",
+        )
+    ]

@@ -2,11 +2,28 @@
 
 A notifier is a class with ``send(approval, url)``; ``AGENTAUTH_CIBA_NOTIFIER`` picks it. It runs
 in a Celery task that retries with backoff, so a notifier signals failure by raising.
+
+Sending costs an agent almost nothing, so CIBA Core §14 (which spec §7.2 makes a MUST) asks for
+limits against notification floods. They are counted here, in the task, after the request was
+answered: the HTTP response and the request's database work are the same whether the hinted
+person exists, is limited or not (no enumeration). Two rate scopes of ``AGENTAUTH_RATE_LIMITS``:
+
+``ciba_host``       notifications caused by one host (all its agents), whoever receives them;
+``ciba_recipient``  notifications to one person about hosts *not* linked to them (a
+                    ``login_hint`` from a stranger's host); a person's own linked hosts never
+                    use up this budget, so strangers cannot crowd out their real requests.
+
+Everything an agent or host chose (host name, agent name, binding message, reason) goes into a
+mail as plain text, length-limited and defanged so that no mail client turns it into a link
+(spec §8.10).
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import re
+import unicodedata
 import urllib.request
 from typing import Any
 
@@ -15,33 +32,90 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from .conf import app_settings
-from .models import ApprovalMethod, ApprovalRequest, ApprovalStatus
+from . import ratelimit
+from .conf import _get, app_settings
+from .errors import ProtocolError
+from .models import AgentMode, ApprovalMethod, ApprovalRequest, ApprovalStatus, HostStatus
+
+logger = logging.getLogger(__name__)
+
+#: Longest rendering of each attacker-chosen field in a mail (after which "…").
+NAME_LIMIT = 60
+MESSAGE_LIMIT = 120
+REASON_LIMIT = 200
+
+_DOTS = str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": "."})
+_DOT_BETWEEN = re.compile(r"(?<=\w)\.(?=\w)")
+_SCHEME_COLON = re.compile(
+    r"(?i)\b(https?|ftps?|file|mailto|tel|sms|callto|sip|javascript|data|ws|wss)\s*:"
+)
+
+
+def mail_text(value: Any, limit: int) -> str:
+    """Attacker-chosen text made safe for a plain-text mail (spec §8.10: no clickable links).
+
+    Control and format characters become spaces and whitespace is collapsed (no forged lines or
+    headers); compatibility forms are folded (a full-width dot is a dot); the text is cut to
+    ``limit``; then every scheme colon and every dot between word characters is bracketed, so
+    ``https://evil.example``, ``www.evil.example`` and ``evil.example`` all reach the reader as
+    ``https[:]//evil[.]example``-style text that no mail client links.
+    """
+    text = unicodedata.normalize("NFKC", str(value or "")).translate(_DOTS)
+    text = "".join(
+        " " if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") else ch for ch in text
+    )
+    text = " ".join(text.split())
+    if len(text) > limit:
+        text = text[: limit - 1].rstrip() + "…"
+    text = _SCHEME_COLON.sub(lambda m: f"{m.group(1)}[:]", text)
+    return _DOT_BETWEEN.sub("[.]", text)
 
 
 class EmailNotifier:
-    """Plain-text email through Django's email backend, with a link to the approval page."""
+    """Plain-text email through Django's email backend, with a link to the approval page.
+
+    The subject carries no attacker-chosen text; the body shows it as plain, defanged text."""
 
     def send(self, approval: ApprovalRequest, url: str) -> None:
         email = getattr(approval.user, "email", "")
         if not email:
             return
-        agent = approval.agent
-        lines = [f'The agent "{agent.name}" asks for your approval.']
-        if approval.binding_message:
-            lines += ["", f"Message: {approval.binding_message}"]
-        lines += [
-            "",
-            f"Review and decide: {url}",
-            "",
-            "If you did not expect this, ignore it: nothing happens without you.",
-        ]
         send_mail(
-            subject=f"Approve {agent.name} on {app_settings.PROVIDER_NAME}?",
-            message="\n".join(lines),
+            subject=f"An agent asks for your approval on {app_settings.PROVIDER_NAME}",
+            message=mail_body(approval, url),
             from_email=None,
             recipient_list=[email],
         )
+
+
+def mail_body(approval: ApprovalRequest, url: str) -> str:
+    agent, host = approval.agent, approval.agent.host
+    host_line = mail_text(host.name, NAME_LIMIT) or "(unnamed application)"
+    if host.status == HostStatus.PENDING:
+        host_line += " (first time this application connects)"
+    acts = "on your behalf" if agent.mode == AgentMode.DELEGATED else "on its own (autonomous)"
+    lines = [
+        f"An agent asks for your approval on {app_settings.PROVIDER_NAME}.",
+        "",
+        f"Application: {host_line}",
+        f"Agent: {mail_text(agent.name, NAME_LIMIT)}",
+        f"Acts: {acts}",
+    ]
+    if approval.binding_message:
+        message = mail_text(approval.binding_message, MESSAGE_LIMIT)
+        lines.append(f"Message to compare with your agent's screen: {message}")
+    if approval.reason:
+        lines.append(f"Reason it gives: {mail_text(approval.reason, REASON_LIMIT)}")
+    lines += [
+        "",
+        "The lines above were written by the application, not by us; addresses in them are "
+        "disabled on purpose.",
+        "",
+        f"Review and decide: {url}",
+        "",
+        "If you did not expect this, ignore it: nothing happens without you.",
+    ]
+    return "\n".join(lines)
 
 
 class WebhookNotifier:
@@ -77,14 +151,44 @@ def approval_url(approval: ApprovalRequest) -> str:
 
 def notify(approval_id: str) -> bool:
     """Send the notification for a live CIBA request; ``False`` when there is nobody to tell
-    (the hint matched no one) or nothing left to decide."""
+    (the hint matched no one who could decide), nothing left to decide, or a limit is reached.
+    """
     approval = (
-        ApprovalRequest.objects.select_related("agent", "user")
+        ApprovalRequest.objects.select_related("agent", "agent__host", "user")
         .filter(pk=approval_id, method=ApprovalMethod.CIBA, status=ApprovalStatus.PENDING)
         .first()
     )
     if approval is None or approval.user is None or approval.expires_at <= timezone.now():
         return False
+    if not approval.user.is_active or not within_limits(approval):
+        return False
     notifier: Any = import_string(app_settings.CIBA_NOTIFIER)()
     notifier.send(approval, approval_url(approval))
+    return True
+
+
+def within_limits(approval: ApprovalRequest) -> bool:
+    """Count this notification against ``ciba_host`` and, for a stranger's host, against
+    ``ciba_recipient``; ``False`` past either. Counted once per request, so a task retried
+    after a failed send does not count twice. A cache that cannot answer raises (the task
+    retries later): nothing is sent unmetered."""
+    from django.core.cache import caches
+
+    cache = caches[str(_get("RATE_LIMIT_CACHE", "default"))]
+    try:
+        first = cache.add(f"agentauth:ciba-counted:{approval.pk}", 1, 2 * 86400)
+    except Exception as exc:
+        raise ProtocolError("temporarily_unavailable", "Notification limits unavailable") from exc
+    if not first:
+        return True
+    host = approval.agent.host
+    try:
+        ratelimit.hit("ciba_host", host.pk)
+        if host.user_id != approval.user_id:
+            ratelimit.hit("ciba_recipient", str(approval.user_id))
+    except ProtocolError as exc:
+        if exc.code != "rate_limited":
+            raise
+        logger.warning("agentauth: CIBA notification for %s not sent: %s", approval.pk, exc)
+        return False
     return True

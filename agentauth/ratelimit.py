@@ -7,6 +7,9 @@ Dimensions and defaults (override per key in ``AGENTAUTH_RATE_LIMITS``; ``None``
 ``host``                  300/minute  host-JWT-authenticated requests, per host
 ``agent``                  60/minute  agent-JWT-authenticated requests, per agent
 ``introspect``             60/minute  introspection calls, per client IP (§5.12: aggressive)
+``ciba_host``              10/hour    CIBA notifications caused by one host (``notifications``)
+``ciba_recipient``          5/hour    CIBA notifications to one person about hosts not linked
+                                      to them (CIBA Core §14: notification floods)
 
 Counters live in the cache named by ``AGENTAUTH_RATE_LIMIT_CACHE`` (default ``"default"``); in
 production it must be shared by every process (Redis, Memcached), or each worker counts alone.
@@ -35,6 +38,8 @@ DEFAULT_RATES: dict[str, str | None] = {
     "host": "300/minute",
     "agent": "60/minute",
     "introspect": "60/minute",
+    "ciba_host": "10/hour",
+    "ciba_recipient": "5/hour",
 }
 _PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 

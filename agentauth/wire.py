@@ -171,9 +171,10 @@ def host_key_rotated(host: Host) -> dict[str, Any]:
 
 
 def introspection(
-    agent: Agent, names: Iterable[str], claim: Iterable[str] | None
+    agent: Agent, names: Iterable[str], claim: Iterable[str] | None, *, disclose_user: bool
 ) -> dict[str, Any]:
-    """An active token (spec §5.12): the effective grants, narrowed by the JWT's claim."""
+    """An active token (spec §5.12): the effective grants, narrowed by the JWT's claim. The
+    user an agent acts for is told only to an authenticated resource server."""
     effective = set(names)
     if claim is not None:
         effective &= set(claim)
@@ -186,7 +187,7 @@ def introspection(
         ],
         "mode": agent.mode,
     }
-    if agent.user_id is not None:
+    if agent.user_id is not None and disclose_user:
         body["user_id"] = str(agent.user_id)
     if agent.expires_at is not None:
         body["expires_at"] = iso(agent.expires_at)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import os
 
+os.environ.setdefault("DJANGO_SECRET_KEY", "benchmark-only-not-a-secret")
+
 from example_project.settings import *  # noqa: F403
 from example_project.settings import _database_from_url
 
@@ -24,8 +26,10 @@ DEBUG = False
 ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
 
 AGENTAUTH_ISSUER = f"http://127.0.0.1:{_PORT}/api/auth"
-# Autonomous agents asking for ticket.read (approval_strength "none") are active at once.
+# Benchmark only: autonomous agents asking for ticket.read are active at once, so the load test
+# can execute without a person. The example project itself grants nothing before approval.
 AGENTAUTH_AUTONOMOUS_AUTO_APPROVE = ["ticket.read"]
+AGENTAUTH_INTROSPECTION_TOKENS = ["benchmark-only"]
 AGENTAUTH_RATE_LIMITS = {
     "ip": None,
     "register_unknown_host": None,

@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     recreate_database(args.db)
     os.environ["AGENTAUTH_EXAMPLE_DATABASE_URL"] = args.db
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "example_project.settings")
+    os.environ.setdefault("DJANGO_SECRET_KEY", "benchmark-only-not-a-secret")
     import django
 
     django.setup()

@@ -6,7 +6,10 @@ Environment variables switch to real services:
 - ``AGENTAUTH_EXAMPLE_DATABASE_URL``: ``postgres://user:password@host:5432/name``
 - ``CELERY_BROKER_URL``: e.g. ``redis://127.0.0.1:6379/0`` (tasks then go to a worker)
 - ``AGENTAUTH_ISSUER``: public base URL of the protocol endpoints
-- ``DJANGO_SECRET_KEY``: anything but the development fallback outside a laptop
+- ``DJANGO_DEBUG``: ``1`` for development (``make demo`` sets it); off by default
+- ``DJANGO_SECRET_KEY``: required unless ``DJANGO_DEBUG=1``
+- ``AGENTAUTH_INTROSPECTION_TOKENS``: comma-separated secrets of resource servers allowed to call
+  ``POST /agent/introspect`` (required unless ``DJANGO_DEBUG=1``, system check E040)
 """
 
 from __future__ import annotations
@@ -20,10 +23,17 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 DEMO_DIR = BASE_DIR / ".demo"
 DEMO_DIR.mkdir(exist_ok=True)
 
-SECRET_KEY = os.environ.get(
-    "DJANGO_SECRET_KEY", "django-insecure-agentauth-example-do-not-use-in-production"
-)
-DEBUG = True
+from django.core.exceptions import ImproperlyConfigured  # noqa: E402
+
+# Safe by default: DEBUG is off and there is no built-in secret; only the demo turns them on.
+DEBUG = os.environ.get("DJANGO_DEBUG", "").lower() in ("1", "true", "yes")
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "Set DJANGO_SECRET_KEY (or DJANGO_DEBUG=1 for the local demo: `make demo`)."
+        )
+    SECRET_KEY = "django-insecure-agentauth-demo-only"
 ALLOWED_HOSTS = ["localhost", "127.0.0.1"]
 
 INSTALLED_APPS = [
@@ -124,8 +134,12 @@ AGENTAUTH_PROVIDER_NAME = "support-api"
 AGENTAUTH_PROVIDER_DESCRIPTION = "Support operations for AI agents"
 AGENTAUTH_MODES = ["delegated", "autonomous"]
 AGENTAUTH_APPROVAL_METHODS = ["ciba", "device_authorization"]
-# Autonomous agents get read access at once; ticket.close waits for a person.
-AGENTAUTH_AUTONOMOUS_AUTO_APPROVE = ["ticket.read"]
+# Spec §8.10: nothing is granted to a self-attested (dynamically registered) host before a person
+# approves, so there is no AGENTAUTH_AUTONOMOUS_AUTO_APPROVE here. Instant ticket.read comes from
+# trust the operator gave: `manage.py seed_demo` pre-registers a host whose defaults include it.
+AGENTAUTH_INTROSPECTION_TOKENS = [
+    t for t in os.environ.get("AGENTAUTH_INTROSPECTION_TOKENS", "").split(",") if t.strip()
+]
 
 LOGGING = {
     "version": 1,

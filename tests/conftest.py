@@ -64,6 +64,7 @@ from django.test import Client  # noqa: E402
 from agentauth.testing import Keypair, host_token  # noqa: E402
 
 ISSUER = "http://testserver/api/auth"
+INTROSPECTION_SECRET = "introspection-secret-for-tests"  # tests/settings.py
 BASE = "/api/auth"
 
 

@@ -119,6 +119,8 @@ CELERY_TASK_ALWAYS_EAGER = not _broker_url
 CELERY_TASK_EAGER_PROPAGATES = True
 
 AGENTAUTH_ISSUER = "http://testserver/api/auth"
+# Resource servers' secret for POST /agent/introspect (tests.conftest.INTROSPECTION_SECRET).
+AGENTAUTH_INTROSPECTION_TOKENS = ["introspection-secret-for-tests"]
 SILENCED_SYSTEM_CHECKS = ["agentauth.W001"]  # the test issuer is plain http://testserver
 
 # The suite sends hundreds of requests from one address; tests/test_ratelimit.py switches the
@@ -129,6 +131,8 @@ AGENTAUTH_RATE_LIMITS = {
     "host": None,
     "agent": None,
     "introspect": None,
+    "ciba_host": None,
+    "ciba_recipient": None,
 }
 
 # Real-worker tier (tests/test_celery_worker.py): the worker process writes email to files the

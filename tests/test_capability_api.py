@@ -15,7 +15,7 @@ from django.utils import timezone
 from agentauth import approvals, signals
 from agentauth.models import Agent, AgentStatus, AuditEvent, CapabilityGrant, HostStatus
 from agentauth.testing import Keypair, agent_token, host_token, make_agent, make_host
-from tests.conftest import ISSUER, Api, assert_error, operator_decides
+from tests.conftest import INTROSPECTION_SECRET, ISSUER, Api, assert_error, operator_decides
 
 pytestmark = pytest.mark.django_db
 PUBLIC = {
@@ -271,7 +271,7 @@ def test_pending_agent_cannot_request(api: Api, user: Any) -> None:
 
 
 def introspect(api: Api, token: Any, **kw: Any) -> Any:
-    return api.post("/agent/introspect", {"token": token}, **kw)
+    return api.post("/agent/introspect", {"token": token}, token=INTROSPECTION_SECRET, **kw)
 
 
 def test_introspect_active(api: Api, linked_agent: Any, user: Any) -> None:
@@ -332,7 +332,8 @@ def test_invalid_tokens_are_simply_inactive(api: Api, linked_agent: Any) -> None
 
 
 def test_introspect_needs_a_token(api: Api) -> None:
-    assert_error(api.post("/agent/introspect", {}), 400, "invalid_request")
+    reply = api.post("/agent/introspect", {}, token=INTROSPECTION_SECRET)
+    assert_error(reply, 400, "invalid_request")
 
 
 def test_introspection_secret(linked_agent: Any, client: Any, settings: Any) -> None:

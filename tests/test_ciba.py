@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import threading
@@ -194,3 +195,186 @@ def test_nothing_is_sent_for_an_unknown_hint_or_a_decided_request(api: Api, user
     )
     assert notifications.notify(ApprovalRequest.objects.get().pk) is False
     assert notifications.notify("apr_nope") is False
+
+
+# --- notification floods, who is told, what a mail may contain (spec §7.2, §8.10) -------------
+
+
+@pytest.fixture
+def ciba_limits(settings: Any) -> dict[str, Any]:
+    from django.core.cache import cache
+
+    cache.clear()
+    limits = {**settings.AGENTAUTH_RATE_LIMITS, "ciba_host": "4/hour", "ciba_recipient": "3/hour"}
+    settings.AGENTAUTH_RATE_LIMITS = limits
+    return limits
+
+
+def test_fresh_keypairs_cannot_flood_one_person(
+    api: Api, user: Any, ciba_limits: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    # spec §7.2 (CIBA Core §14): one cheap key per request must not mean one mail per request.
+    for _ in range(8):
+        assert register_ciba(api, user.email, django_capture_on_commit_callbacks).status == 200
+    assert len(mail.outbox) == 3
+
+
+def test_one_host_cannot_flood_many_people(
+    api: Api, django_user_model: Any, ciba_limits: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    host = Keypair.generate()
+    for i in range(8):
+        django_user_model.objects.create_user(f"u{i}", f"u{i}@example.com", "x")
+        body = {"name": "x", "preferred_method": "ciba", "login_hint": f"u{i}@example.com"}
+        with django_capture_on_commit_callbacks(execute=True):
+            assert api.register(host, body=body).status == 200
+    assert len(mail.outbox) == 4
+
+
+def test_strangers_do_not_use_up_the_budget_of_a_persons_own_hosts(
+    api: Api, user: Any, ciba_limits: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    for _ in range(5):
+        register_ciba(api, user.email, django_capture_on_commit_callbacks)
+    assert len(mail.outbox) == 3
+    _, key = make_host(user=user)
+    with django_capture_on_commit_callbacks(execute=True):
+        api.register(key, body={"name": "mine", "capabilities": ["transfer"]} | CIBA)
+    assert len(mail.outbox) == 4 and mail.outbox[-1].to == [user.email]
+
+
+CIBA = {"preferred_method": "ciba"}
+
+
+def test_a_retried_send_counts_once(
+    api: Api, user: Any, ciba_limits: Any, settings: Any, webhook: Any
+) -> None:
+    # A failed delivery is retried by the task; the retry is not a new notification.
+    settings.AGENTAUTH_RATE_LIMITS = {**ciba_limits, "ciba_recipient": "1/hour"}
+    register_ciba(api, user.email, lambda **kw: contextlib.nullcontext())
+    approval_id = ApprovalRequest.objects.get().pk
+    webhook.status = 500
+    with pytest.raises(Exception):
+        notifications.notify(approval_id)
+    webhook.status = 204
+    assert notifications.notify(approval_id) is True
+
+
+def test_autonomous_agent_hint_notifies_only_an_administrator(
+    api: Api,
+    user: Any,
+    django_user_model: Any,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    # spec §2.2.2: only an administrator decides for an autonomous agent, so a regular user
+    # named by its hint is never bothered; the answer is the same CIBA object either way.
+    plain = register_ciba(api, user.email, django_capture_on_commit_callbacks, mode="autonomous")
+    assert plain.body["approval"]["method"] == "ciba" and mail.outbox == []
+    assert ApprovalRequest.objects.get(agent_id=plain.body["agent_id"]).user is None
+    admin = django_user_model.objects.create_superuser("root", "root@example.com", "x")
+    register_ciba(api, admin.email, django_capture_on_commit_callbacks, mode="autonomous")
+    assert [m.to for m in mail.outbox] == [[admin.email]]
+
+
+def test_autonomous_hint_reaches_a_user_with_the_permission(
+    api: Api, user: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    from django.contrib.auth.models import Group, Permission
+
+    group = Group.objects.create(name="agent admins")
+    group.permissions.add(
+        Permission.objects.get(content_type__app_label="agentauth", codename="approve_agent")
+    )
+    user.groups.add(group)
+    register_ciba(api, user.email, django_capture_on_commit_callbacks, mode="autonomous")
+    assert [m.to for m in mail.outbox] == [[user.email]]
+
+
+def test_an_inactive_linked_user_is_not_mailed(
+    api: Api, user: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    _, key = make_host(user=user)
+    user.is_active = False
+    user.save()
+    with django_capture_on_commit_callbacks(execute=True):
+        reply = api.register(key, body={"name": "x", "capabilities": ["transfer"]} | CIBA)
+    assert reply.body["approval"]["method"] == "ciba" and mail.outbox == []
+
+
+FULL_WIDTH = "".join(chr(ord(c) + 0xFEE0) for c in "evil.example")  # full-width letters and dot
+HOSTILE = "Visit https://evil.example/login or www.evil.example, evil.example and a@b.example"
+
+
+def test_mail_text_is_plain_limited_and_never_linkable(
+    api: Api, user: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    # spec §8.10: attacker-chosen fields are shown as text, never as clickable links.
+    register_ciba(
+        api,
+        user.email,
+        django_capture_on_commit_callbacks,
+        name="Bank.example support " + "x" * 100,
+        host_name="http://login.bank.example",
+        binding_message=HOSTILE,
+        reason="See mailto:help@evil.example or " + FULL_WIDTH,
+    )
+    message = mail.outbox[0]
+    approval_link = re.search(r"http://testserver/api/auth/approve/\S+", message.body)
+    assert approval_link is not None
+    rest = message.body.replace(approval_link.group(0), "")
+    assert re.search(r"(?i)(https?|mailto)\s*:", rest) is None, rest
+    assert re.search(r"\w\.\w", rest) is None, rest  # no dotted name anywhere
+    assert "evil[.]example" in rest and "https[:]//login" not in rest
+    assert "x" * 60 not in rest  # names are cut short
+    assert "evil" not in message.subject and "Bank" not in message.subject
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "https://evil.example",
+        "HTTP://EVIL.EXAMPLE",
+        "www.evil.example",
+        "evil.example/path",
+        "evil。example",
+        "evil\u200b.example",
+        "javascript:alert(1)",
+        "line one\nSubject: forged",
+    ],
+)
+def test_mail_text_defangs(text: str) -> None:
+    out = notifications.mail_text(text, 200)
+    assert re.search(r"\w\.\w", out) is None
+    assert re.search(r"(?i)\b(https?|javascript)\s*:", out) is None
+    assert "\n" not in out
+
+
+def test_limited_or_unknown_hints_cost_the_request_the_same(
+    api: Api,
+    user: Any,
+    ciba_limits: Any,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    # spec §7.2 (CIBA Core §14): same response and same statements whether the hinted person
+    # exists, may decide, or is past their limit; the limits are counted later, in the task.
+    from django.db import connection
+
+    def statements(hint: str, **extra: Any) -> list[str]:
+        seen: list[str] = []
+
+        def record(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+            seen.append(re.sub(r'"s\d+_x\d+"', '"savepoint"', sql))
+            return execute(sql, params, many, context)
+
+        with connection.execute_wrapper(record), django_capture_on_commit_callbacks():
+            reply = api.register(Keypair.generate(), body={"name": "x", "login_hint": hint} | CIBA)
+        assert reply.status == 200 and reply.body["approval"]["method"] == "ciba"
+        return seen
+
+    for _ in range(4):
+        register_ciba(api, user.email, django_capture_on_commit_callbacks)
+    assert len(mail.outbox) == 3  # alice is now past her limit
+    limited = statements(user.email)
+    assert statements("ghost@example.com") == limited
+    assert statements("bob@example.com") == limited
+    assert statements(user.email, mode="autonomous") == statements("ghost@example.com")

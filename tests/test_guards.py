@@ -584,7 +584,10 @@ def test_location_token_is_introspectable(client: Client, host: Any) -> None:
     agent, key = agent_with(host, ["ticket.escalate"])
     token = agent_token(agent, key, audience=ESCALATE_URL)
     response = client.post(
-        "/api/auth/agent/introspect", json.dumps({"token": token}), content_type="application/json"
+        "/api/auth/agent/introspect",
+        json.dumps({"token": token}),
+        content_type="application/json",
+        HTTP_AUTHORIZATION="Bearer introspection-secret-for-tests",
     )
     body = body_of(response)
     assert body["active"] is True and body["agent_id"] == agent.pk

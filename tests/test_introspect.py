@@ -15,7 +15,7 @@ from django.utils import timezone
 from agentauth import agents
 from agentauth.models import Agent, AgentMode, AgentStatus, CapabilityGrant, HostStatus
 from agentauth.testing import Keypair, agent_token, make_agent, make_host
-from tests.conftest import ISSUER, Api, assert_error
+from tests.conftest import INTROSPECTION_SECRET, ISSUER, Api, assert_error
 
 pytestmark = pytest.mark.django_db
 
@@ -29,7 +29,7 @@ def agent(user: Any) -> Any:
 
 
 def introspect(api: Api, token: Any) -> Any:
-    return api.post("/agent/introspect", {"token": token})
+    return api.post("/agent/introspect", {"token": token}, token=INTROSPECTION_SECRET)
 
 
 # --- jti: read-only ------------------------------------------------------------------------------
@@ -184,7 +184,8 @@ def test_capability_location_audience_is_accepted(api: Api, agent: Any) -> None:
 )
 def test_malformed_requests(api: Api, body: Any) -> None:
     # spec: I1
-    assert_error(api.post("/agent/introspect", body), 400, "invalid_request")
+    reply = api.post("/agent/introspect", body, token=INTROSPECTION_SECRET)
+    assert_error(reply, 400, "invalid_request")
 
 
 def test_form_encoding_is_refused(client: Any) -> None:
@@ -193,6 +194,7 @@ def test_form_encoding_is_refused(client: Any) -> None:
         "/api/auth/agent/introspect",
         data="token=abc",
         content_type="application/x-www-form-urlencoded",
+        HTTP_AUTHORIZATION=f"Bearer {INTROSPECTION_SECRET}",
     )
     assert response.status_code == 415 and response.json()["error"] == "invalid_request"
 
@@ -230,6 +232,7 @@ def test_rate_limit_is_per_client_and_says_when(client: Any, settings: Any) -> N
             data={"token": "x"},
             content_type="application/json",
             REMOTE_ADDR=ip,
+            HTTP_AUTHORIZATION=f"Bearer {INTROSPECTION_SECRET}",
         )
 
     try:
@@ -240,3 +243,44 @@ def test_rate_limit_is_per_client_and_says_when(client: Any, settings: Any) -> N
         assert call("10.0.0.2").status_code == 200  # another client has its own budget
     finally:
         cache.clear()
+
+
+# --- who may call, and what an anonymous caller learns -------------------------------------------
+
+
+def test_without_secrets_the_endpoint_is_closed_outside_debug(
+    api: Api, agent: Any, settings: Any
+) -> None:
+    # spec §5.12: introspection is for resource servers; unconfigured means closed, not open.
+    settings.AGENTAUTH_INTROSPECTION_TOKENS = []
+    a, key = agent
+    reply = api.post("/agent/introspect", {"token": agent_token(a, key)})
+    assert_error(reply, 401, "authentication_required")
+
+
+def test_debug_without_secrets_never_discloses_the_user(
+    api: Api, agent: Any, settings: Any
+) -> None:
+    settings.AGENTAUTH_INTROSPECTION_TOKENS = []
+    settings.DEBUG = True
+    a, key = agent
+    body = api.post("/agent/introspect", {"token": agent_token(a, key)}).body
+    assert body["active"] is True and body["agent_id"] == a.pk
+    assert not {"user_id", "user", "email", "username"} & set(body)
+
+
+def test_a_resource_server_with_the_secret_sees_the_user(api: Api, agent: Any) -> None:
+    a, key = agent
+    assert introspect(api, agent_token(a, key)).body["user_id"] == str(a.user_id)
+
+
+def test_system_check_requires_secrets_outside_debug(settings: Any) -> None:
+    from agentauth.checks import check_introspection
+
+    settings.AGENTAUTH_INTROSPECTION_TOKENS = []
+    assert [e.id for e in check_introspection()] == ["agentauth.E040"]
+    settings.DEBUG = True
+    assert check_introspection() == []
+    settings.DEBUG = False
+    settings.AGENTAUTH_INTROSPECTION_TOKENS = ["s"]
+    assert check_introspection() == []

@@ -275,5 +275,8 @@ def test_capability_with_its_own_location(
         "GET", f"{live_server.url}/support/tickets/{normal.pk}", token=token
     )
     assert response.status == 401 and response.body["error"] == "invalid_jwt"
-    introspected = client.introspect(client.sign_agent_jwt(connection, audience=location))
+    introspected = client.introspect(
+        client.sign_agent_jwt(connection, audience=location),
+        secret="introspection-secret-for-tests",
+    )
     assert introspected["active"] is True and introspected["agent_id"] == connection.agent_id

@@ -113,3 +113,27 @@ def test_double_revoke_counts_once() -> None:
         make_agent(host)
     counts = run_together(4, lambda i: hosts.revoke_host(host, actor_type="system"))
     assert sum(counts) == 4, counts
+
+
+def test_user_code_lock_out_holds_under_concurrent_guesses(user: Any, settings: Any) -> None:
+    # RFC 8628 §5.1 (spec §7.1): at most USER_CODE_MAX_ATTEMPTS wrong codes are ever looked up
+    # in a lock-out window, however many guesses arrive at the same instant.
+    from django.core.cache import cache
+
+    settings.AGENTAUTH_USER_CODE_MAX_ATTEMPTS = 3
+    cache.delete(f"agentauth:code-attempts:{user.pk}")
+    lookups: list[str] = []
+
+    def count_lookups(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        if sql.lstrip().upper().startswith("SELECT") and "user_code_hash" in sql:
+            lookups.append(sql)
+        return execute(sql, params, many, context)
+
+    def guess(i: int) -> Any:
+        with connection.execute_wrapper(count_lookups):
+            return approvals.enter_user_code(user, {}, "BCDF-GHJ" + "BCDFGHJKLMNPQRSTVWXZ"[i])
+
+    results = run_together(16, guess)
+    assert results == [None] * 16, results
+    assert len(lookups) == 3, len(lookups)
+    cache.delete(f"agentauth:code-attempts:{user.pk}")

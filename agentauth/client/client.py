@@ -681,6 +681,10 @@ class AgentAuthClient:
 
     # -- introspection ------------------------------------------------------------------------
 
-    def introspect(self, token: str) -> dict[str, Any]:
-        """``POST /agent/introspect`` (§5.12), as a resource server would call it."""
-        return _as_dict(self._call("POST", "introspect", json_body={"token": token}), "introspect")
+    def introspect(self, token: str, *, secret: str | None = None) -> dict[str, Any]:
+        """``POST /agent/introspect`` (§5.12), as a resource server would call it; ``secret`` is
+        the resource server's bearer secret (``AGENTAUTH_INTROSPECTION_TOKENS`` on the server).
+        """
+        auth: TokenFactory = (lambda: secret) if secret else _no_token
+        reply = self._call("POST", "introspect", token=auth, json_body={"token": token})
+        return _as_dict(reply, "introspect")

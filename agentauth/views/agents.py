@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
 from .. import agents, approvals, clocks, grants, ratelimit, registration, wire
@@ -84,22 +85,18 @@ class RequestCapabilityView(ProtocolView):
 
 
 class IntrospectView(ProtocolView):
-    """RFC 7662-style introspection (spec §5.12): any invalid token is ``{"active": false}``."""
+    """RFC 7662-style introspection (spec §5.12): any invalid token is ``{"active": false}``.
+
+    Callers are resource servers holding one of ``AGENTAUTH_INTROSPECTION_TOKENS``. Without
+    them the endpoint is closed, except under ``DEBUG`` (system check ``agentauth.E040``), where
+    an unauthenticated caller still never learns which user an agent acts for.
+    """
 
     http_method_names = ["post", "options"]
 
     def post(self, request: HttpRequest) -> HttpResponse:
         ratelimit.hit("introspect", ratelimit.client_ip(request))
-        secrets = app_settings.INTROSPECTION_TOKENS
-        if secrets:
-            scheme, _, presented = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
-            valid = scheme.lower() == "bearer" and any(
-                hmac.compare_digest(presented.encode(), s.encode()) for s in secrets
-            )
-            if not valid:
-                raise ProtocolError(
-                    "authentication_required", "Introspection needs the resource server's secret"
-                )
+        authenticated = caller_is_resource_server(request)
         body = read_json_body(request)
         check_fields(body, ("token",))
         token = body.get("token")
@@ -112,7 +109,33 @@ class IntrospectView(ProtocolView):
         except ProtocolError:
             return json_response(wire.inactive())
         names = grants.effective_names(verified.agent)
-        return json_response(wire.introspection(verified.agent, names, verified.capabilities_claim))
+        return json_response(
+            wire.introspection(
+                verified.agent, names, verified.capabilities_claim, disclose_user=authenticated
+            )
+        )
+
+
+def caller_is_resource_server(request: HttpRequest) -> bool:
+    """``True`` for a caller with a configured secret; ``False`` for an anonymous caller, which
+    only ``DEBUG`` lets through. Refuses everyone else before the token is looked at."""
+    secrets = app_settings.INTROSPECTION_TOKENS
+    if not secrets:
+        if settings.DEBUG:
+            return False
+        raise ProtocolError(
+            "authentication_required",
+            "Introspection is not configured on this server (AGENTAUTH_INTROSPECTION_TOKENS)",
+        )
+    scheme, _, presented = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+    valid = False
+    for secret in secrets:  # every secret compared, in constant time
+        valid |= hmac.compare_digest(presented.encode(), secret.encode())
+    if scheme.lower() != "bearer" or not valid:
+        raise ProtocolError(
+            "authentication_required", "Introspection needs the resource server's secret"
+        )
+    return True
 
 
 def introspection_audiences() -> set[str]:

@@ -9,6 +9,9 @@ The rules live in ``approvals`` and ``webauthn``; these views only gather input 
 - ``reauth``: confirm it is you (password, plus an OTP token if you have a device);
 - ``webauthn_register``: add a passkey or security key;
 - ``connected``: your hosts ("Connected apps"), agents, grants and recent activity.
+
+Every view is wrapped by ``pages.person_page`` (or ``person_page_api`` for the JSON endpoints the
+WebAuthn script calls): security headers and a 503 page when a service is down.
 """
 
 from __future__ import annotations
@@ -43,8 +46,10 @@ from ..models import (
     HostStatus,
     WebAuthnCredential,
 )
+from .pages import person_page, person_page_api
 
 
+@person_page
 @login_required
 @require_http_methods(["GET", "POST"])
 def device(request: HttpRequest) -> HttpResponse:
@@ -120,6 +125,7 @@ def _page(
     return render(request, "agentauth/approve.html", context, status=error.status if error else 200)
 
 
+@person_page
 @login_required
 @require_http_methods(["GET", "POST"])
 def approve(request: HttpRequest, approval_id: str) -> HttpResponse:
@@ -170,6 +176,7 @@ def approve(request: HttpRequest, approval_id: str) -> HttpResponse:
     )
 
 
+@person_page_api
 @login_required
 @require_POST
 def approve_webauthn_begin(request: HttpRequest, approval_id: str) -> JsonResponse:
@@ -180,6 +187,7 @@ def approve_webauthn_begin(request: HttpRequest, approval_id: str) -> JsonRespon
         return JsonResponse(exc.body(), status=exc.status)
 
 
+@person_page_api
 @login_required
 @require_POST
 def approve_webauthn_complete(request: HttpRequest, approval_id: str) -> JsonResponse:
@@ -194,6 +202,7 @@ def approve_webauthn_complete(request: HttpRequest, approval_id: str) -> JsonRes
     return JsonResponse({"verified": True})
 
 
+@person_page
 @login_required
 @require_http_methods(["GET", "POST"])
 def reauth(request: HttpRequest) -> HttpResponse:
@@ -225,12 +234,14 @@ def reauth(request: HttpRequest) -> HttpResponse:
     )
 
 
+@person_page
 @login_required
 def webauthn_register(request: HttpRequest) -> HttpResponse:
     credentials = WebAuthnCredential.objects.filter(user=request.user).order_by("-created_at")
     return render(request, "agentauth/webauthn_register.html", {"credentials": credentials})
 
 
+@person_page_api
 @login_required
 @require_POST
 def webauthn_register_begin(request: HttpRequest) -> JsonResponse:
@@ -241,6 +252,7 @@ def webauthn_register_begin(request: HttpRequest) -> JsonResponse:
     return JsonResponse(webauthn.begin_registration(request.session, request.user))
 
 
+@person_page_api
 @login_required
 @require_POST
 def webauthn_register_complete(request: HttpRequest) -> JsonResponse:
@@ -259,6 +271,7 @@ def webauthn_register_complete(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"registered": True, "name": credential.name})
 
 
+@person_page
 @login_required
 @require_http_methods(["GET", "POST"])
 def connected(request: HttpRequest) -> HttpResponse:

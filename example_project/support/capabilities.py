@@ -50,7 +50,8 @@ def read_ticket(ctx: Any, *, ticket_id: str) -> dict[str, Any]:
 @capability(
     "ticket.close",
     description="Close a support ticket",
-    approval_strength="session",
+    # Changes data: spec §8.11 needs proof of presence (a passkey), not just a password.
+    approval_strength="webauthn",
     input={
         "type": "object",
         "properties": {
@@ -82,7 +83,7 @@ register(
     Capability(
         name="ticket.escalate",
         description="Escalate a support ticket to critical priority",
-        approval_strength="session",
+        approval_strength="webauthn",  # changes data (spec §8.11)
         location="support:escalate",
         input={
             "type": "object",

@@ -60,8 +60,30 @@ def page() -> Iterator[Any]:
             ],
         )
         context = browser.new_context(viewport={"width": 1000, "height": 900})
-        yield context.new_page()
+        # Report every Content-Security-Policy violation on the console, where it is collected.
+        context.add_init_script(
+            "document.addEventListener('securitypolicyviolation', (e) => console.error("
+            "'CSP violation: ' + e.violatedDirective + ' blocked ' + e.blockedURI));"
+        )
+        page = context.new_page()
+        page.csp_violations = []
+        page.on("console", lambda msg: _collect_csp(page, msg.text))
+        page.on("pageerror", lambda exc: _collect_csp(page, str(exc)))
+        yield page
         browser.close()
+
+
+def _collect_csp(page: Any, text: str) -> None:
+    if "Content Security Policy" in text or "CSP violation" in text:
+        page.csp_violations.append(text)
+
+
+def assert_csp_clean(page: Any, response: Any = None) -> None:
+    """Spec §8.10: the approval pages run under a strict CSP, and nothing on them breaks it."""
+    assert page.csp_violations == []
+    if response is not None:
+        csp = response.headers["content-security-policy"]
+        assert "script-src 'self'" in csp and "unsafe-inline" not in csp
 
 
 def shot(page: Any, name: str) -> None:
@@ -91,7 +113,9 @@ def test_user_approves_one_capability_and_denies_another(
     code = connection.approval["user_code"]
 
     sign_in(page, server, "alice", "alice-password", "/api/auth/device")
+    page.wait_for_selector("text=Connect an agent")
     shot(page, "02-device-code")
+    assert_csp_clean(page, page.reload())
     page.get_by_label("Code").fill(code)
     page.get_by_role("button", name="Continue").click()
     page.wait_for_selector("text=Capabilities requested")
@@ -107,9 +131,12 @@ def test_user_approves_one_capability_and_denies_another(
     assert status["status"] == "active"
     assert grants == {"check_balance": "active", "read_only_note": "denied"}
 
-    page.goto(f"{server}/api/auth/connected")
+    connected = page.goto(f"{server}/api/auth/connected")
     shot(page, "05-connected-apps")
     assert "Ticket helper" in page.content()
+    # The stylesheet is a file now: the page is styled, not blocked.
+    assert page.eval_on_selector("body", "b => getComputedStyle(b).maxWidth") != "none"
+    assert_csp_clean(page, connected)
 
 
 def test_webauthn_capability_with_a_virtual_authenticator(
@@ -136,6 +163,7 @@ def test_webauthn_capability_with_a_virtual_authenticator(
     page.get_by_role("button", name="Add a passkey").click()
     page.wait_for_selector("text=added", timeout=15000)
     shot(page, "06-passkeys")
+    assert_csp_clean(page)
 
     client = AgentAuthClient(server)
     connection = client.register("Payments bot", capabilities=["transfer"])
@@ -147,6 +175,7 @@ def test_webauthn_capability_with_a_virtual_authenticator(
     page.get_by_role("button", name="Verify with passkey").click()
     page.wait_for_selector("#result", timeout=15000)
     shot(page, "08-done-webauthn")
+    assert_csp_clean(page)
     status = client.status(connection.agent_id)
     assert status["status"] == "active"
     assert status["agent_capability_grants"][0]["status"] == "active"

@@ -160,6 +160,9 @@ def rotate_agent_key(agent: Agent, new_jwk: Any, *, actor_id: str) -> Agent:
         host, agent = lock(agent)
         if agent.status not in NON_TERMINAL_AGENT_STATES:
             raise agent_refusal(agent)
+        if agent.jwks_url is not None:
+            # Its key lives at its JWKS URL: it rotates there (checklist Q37).
+            raise invalid_request("This agent's key is served by its JWKS URL; rotate it there")
         if thumbprint == host.thumbprint:
             raise invalid_request("The agent key must differ from the host key")
         if thumbprint == agent.thumbprint:

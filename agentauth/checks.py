@@ -115,3 +115,41 @@ def check_introspection(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             id="agentauth.E040",
         )
     ]
+
+
+@register(Tags.security)
+def check_jwks_fetching(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """The JWKS guard's escape hatches are for tests and development only (spec §8.12)."""
+    import ipaddress
+
+    messages: list[Any] = []
+    networks = app_settings.JWKS_ALLOWED_NETWORKS
+    for network in networks:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            messages.append(
+                Error(
+                    f"AGENTAUTH_JWKS_ALLOWED_NETWORKS: {network!r} is not a CIDR block.",
+                    id="agentauth.E041",
+                )
+            )
+    if networks and not settings.DEBUG:
+        messages.append(
+            Warning(
+                "AGENTAUTH_JWKS_ALLOWED_NETWORKS lets JWKS URLs reach non-public addresses "
+                "outside DEBUG.",
+                hint="Clients choose JWKS URLs; admitting private networks lets them make the "
+                "server fetch from its own infrastructure (SSRF, spec §8.12). Leave it empty in "
+                "production.",
+                id="agentauth.W010",
+            )
+        )
+    if getattr(settings, "AGENTAUTH_JWKS_ALLOW_HTTP", False) and not settings.DEBUG:
+        messages.append(
+            Warning(
+                "AGENTAUTH_JWKS_ALLOW_HTTP is ignored outside DEBUG: JWKS URLs must be https.",
+                id="agentauth.W011",
+            )
+        )
+    return messages

@@ -101,6 +101,66 @@ class AppSettings:
     def REPLAY_CACHE_ALIAS(self) -> str:
         return str(_get("REPLAY_CACHE_ALIAS", "default"))
 
+    # --- keys by URL (spec §4.1, §4.2, §8.12, §10.4) ----------------------------------------
+    @property
+    def JWKS_FETCH_TIMEOUT(self) -> float:
+        """Seconds one JWKS fetch may take in all: connect, TLS, redirects and body together
+        (spec §8.12 suggests 5 s each for connect and read; we bound the sum)."""
+        return float(_get("JWKS_FETCH_TIMEOUT", 5.0))
+
+    @property
+    def JWKS_MAX_BYTES(self) -> int:
+        """Largest JWKS body accepted; the read stops one byte past it (spec §8.12)."""
+        return int(_get("JWKS_MAX_BYTES", 64 * 1024))
+
+    @property
+    def JWKS_MAX_KEYS(self) -> int:
+        """Most keys a JWKS may hold (spec §8.12 suggests 20)."""
+        return int(_get("JWKS_MAX_KEYS", 20))
+
+    @property
+    def JWKS_REFRESH_INTERVAL(self) -> int:
+        """Seconds fetched keys are used without asking the URL again (spec §10.4: 5 minutes)."""
+        return int(_get("JWKS_REFRESH_INTERVAL", 300))
+
+    @property
+    def JWKS_MIN_REFRESH_INTERVAL(self) -> int:
+        """Seconds between two fetches of one URL, whatever asks (an unknown ``kid``, an expired
+        entry, a failed fetch): no caller can make the server fetch a URL more often (§8.12)."""
+        return int(_get("JWKS_MIN_REFRESH_INTERVAL", 60))
+
+    @property
+    def JWKS_CACHE_MAX_AGE(self) -> int:
+        """Seconds cached keys stay usable while the URL cannot be fetched (spec §10.4)."""
+        return int(_get("JWKS_CACHE_MAX_AGE", 3600))
+
+    @property
+    def JWKS_CACHE_ALIAS(self) -> str:
+        return str(_get("JWKS_CACHE_ALIAS", "default"))
+
+    @property
+    def JWKS_CA_FILE(self) -> str | None:
+        """CA bundle that JWKS servers' certificates must chain to; default: system trust."""
+        return _get("JWKS_CA_FILE", None)
+
+    @property
+    def JWKS_ALLOW_HTTP(self) -> bool:
+        """Accept ``http://`` JWKS URLs. Honoured only when ``DEBUG`` is on (spec §8.12)."""
+        return bool(_get("JWKS_ALLOW_HTTP", False)) and bool(settings.DEBUG)
+
+    @property
+    def JWKS_ALLOWED_NETWORKS(self) -> tuple[str, ...]:
+        """CIDR blocks a JWKS URL may resolve into although they are not public (e.g.
+        ``["127.0.0.1/32"]`` for tests). Empty by default; system check ``agentauth.W010``
+        warns when set outside DEBUG."""
+        return tuple(_get("JWKS_ALLOWED_NETWORKS", ()))
+
+    @property
+    def JWKS_RESOLVER(self) -> Any:
+        """A callable, or its dotted path, ``f(host, port) -> list[str]`` of IP addresses.
+        Default: the system resolver. Every address it returns is checked (spec §8.12)."""
+        return _get("JWKS_RESOLVER", None)
+
     # --- requests ----------------------------------------------------------------------------
     @property
     def MAX_BODY_BYTES(self) -> int:

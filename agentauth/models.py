@@ -71,7 +71,8 @@ class Host(models.Model):
     # The identifier agents and hosts put in ``iss``: RFC 7638 thumbprint of the current key.
     thumbprint = models.CharField(max_length=43, unique=True, null=True, blank=True)
     public_key = models.JSONField(null=True, blank=True)
-    jwks_url = models.URLField(max_length=2048, null=True, blank=True)  # noqa: DJ001 - NULL = none
+    # A JWKS host is identified by its URL across key rotations (spec §4.2), so one URL, one host.
+    jwks_url = models.URLField(max_length=2048, null=True, blank=True, unique=True)
     # Kept for a short grace window after an inline key rotation (checklist Q38).
     previous_thumbprint = models.CharField(max_length=43, null=True, blank=True, db_index=True)  # noqa: DJ001
     previous_thumbprint_until = models.DateTimeField(null=True, blank=True)

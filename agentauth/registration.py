@@ -13,7 +13,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from . import agents, audit, clocks, keys, policy, signals
+from . import agents, audit, clocks, jwks, keys, policy, signals
 from .approvals import IssuedApproval, open_request
 from .conf import app_settings
 from .errors import ProtocolError, invalid_request
@@ -83,17 +83,42 @@ class RegistrationRequest:
         )
 
 
-def agent_key_from_claims(verified: VerifiedHost) -> dict[str, str]:
+@dataclass(frozen=True)
+class AgentKey:
+    """How the new agent proves itself: an inline key, or a ``kid`` at a JWKS URL."""
+
+    thumbprint: str  # registration idempotency key within the host (spec §5.3)
+    public_key: dict[str, str] | None = None
+    jwks_url: str | None = None
+    kid: str | None = None
+
+
+def agent_key_from_claims(verified: VerifiedHost) -> AgentKey:
     """The agent key carried in the host JWT (spec §4.2, R1, R2, R4)."""
     claims = verified.claims
-    if "agent_jwks_url" in claims or "agent_kid" in claims:
-        raise invalid_request("JWKS-based agent keys are not supported by this server")
+    if "agent_jwks_url" in claims:
+        if "agent_public_key" in claims:
+            raise invalid_request("Send agent_public_key or agent_jwks_url, not both")
+        url = jwks.normalize_url(claims["agent_jwks_url"], "agent_jwks_url")
+        kid = claims.get("agent_kid")
+        if not jwks.valid_kid(kid):
+            raise invalid_request("agent_kid is required with agent_jwks_url (spec §4.2)")
+        if url == verified.jwks_url:
+            raise invalid_request("Host and agent JWKS URLs must differ (spec §4.2)")
+        # Fetched now: an agent whose key cannot be found would never authenticate.
+        if keys.thumbprint(jwks.get_key(url, kid)) == verified.thumbprint:
+            raise invalid_request("The agent key must differ from the host key")
+        return AgentKey(thumbprint=jwks.agent_identity(url, kid), jwks_url=url, kid=kid)
+    if "agent_kid" in claims:
+        raise invalid_request("agent_kid is only meaningful with agent_jwks_url")
     if "agent_public_key" not in claims:
-        raise invalid_request("The host JWT must carry agent_public_key for registration")
+        raise invalid_request(
+            "The host JWT must carry agent_public_key or agent_jwks_url for registration"
+        )
     jwk = keys.validate_public_jwk(claims["agent_public_key"], field="agent_public_key")
     if keys.thumbprint(jwk) == verified.thumbprint:
         raise invalid_request("The agent key must differ from the host key")
-    return jwk
+    return AgentKey(thumbprint=keys.thumbprint(jwk), public_key=jwk)
 
 
 def _get_or_create_host(verified: VerifiedHost, host_name: str) -> tuple[Host, bool]:
@@ -113,7 +138,9 @@ def _get_or_create_host(verified: VerifiedHost, host_name: str) -> tuple[Host, b
             host = Host.objects.create(
                 name=host_name,
                 thumbprint=verified.thumbprint,
-                public_key=verified.public_key,
+                # Exactly one delivery mode, fixed from now on (spec §8.7).
+                public_key=None if verified.jwks_url else verified.public_key,
+                jwks_url=verified.jwks_url,
                 status=HostStatus.PENDING,
                 # Defaults only: nothing is granted until policy or a person allows (§8.10).
                 default_capabilities=list(app_settings.DEFAULT_HOST_CAPABILITIES),
@@ -121,7 +148,12 @@ def _get_or_create_host(verified: VerifiedHost, host_name: str) -> tuple[Host, b
         return host, True
     except IntegrityError:
         # Another first registration of the same host won the race; use its row.
-        return Host.objects.select_for_update().get(thumbprint=verified.thumbprint), False
+        raced = Host.objects.select_for_update().filter(thumbprint=verified.thumbprint).first()
+        if raced is None and verified.jwks_url is not None:
+            raced = Host.objects.select_for_update().filter(jwks_url=verified.jwks_url).first()
+        if raced is None:
+            raise
+        return raced, False
 
 
 def _initial_statuses(
@@ -166,7 +198,7 @@ def register(verified: VerifiedHost, req: RegistrationRequest) -> Registered:
     Returns the agent, its grants and the approval request opened for a person, if any.
     """
     agent_key = agent_key_from_claims(verified)
-    agent_tp = keys.thumbprint(agent_key)
+    agent_tp = agent_key.thumbprint
     now = timezone.now()
     with transaction.atomic():
         host, created_host = _get_or_create_host(verified, req.host_name)
@@ -184,8 +216,10 @@ def register(verified: VerifiedHost, req: RegistrationRequest) -> Registered:
             name=req.name,
             mode=req.mode,
             status=agent_status,
-            public_key=agent_key,
+            public_key=agent_key.public_key,
             thumbprint=agent_tp,
+            jwks_url=agent_key.jwks_url,
+            kid=agent_key.kid,
             created_at=now,
         )
         clocks.set_absolute_deadline(agent)

@@ -11,13 +11,14 @@ from __future__ import annotations
 import time
 from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from django.db import IntegrityError, transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
-from . import agents, clocks, jws, keys, ratelimit, replay
+from . import agents, audit, clocks, jwks, jws, keys, ratelimit, replay
 from .conf import app_settings
 from .errors import ProtocolError, invalid_jwt
 from .models import Agent, AgentStatus, Host, HostStatus
@@ -34,6 +35,8 @@ class VerifiedHost:
     thumbprint: str
     public_key: dict[str, str]
     claims: dict[str, Any]
+    #: The host's JWKS URL (normalized) when its key is delivered by URL, else ``None``.
+    jwks_url: str | None = None
 
 
 @dataclass
@@ -147,24 +150,39 @@ def verify_host_jwt(
     iss = _string_claim(claims, "iss")
     assert iss is not None
     _check_audience(claims, {app_settings.ISSUER})
-    if "host_jwks_url" in claims:
-        # Key delivery by JWKS URL is not offered by this server; refusing is the fail-closed
-        # answer (a host registered inline also MUST NOT switch to JWKS, spec §8.7).
-        raise invalid_jwt("JWKS-based host keys are not supported by this server")
+    presented = claims.get("host_public_key")
+    claimed_url = claims.get("host_jwks_url")
+    if presented is not None and claimed_url is not None:
+        raise invalid_jwt("A host JWT carries host_public_key or host_jwks_url, not both")
+    jwks_url = None if claimed_url is None else jwks.normalize_url(claimed_url, "host_jwks_url")
 
     # Host JWTs are signed by the host key itself, so only the current key's thumbprint
     # identifies the host: after a rotation the old key stops working at once (spec §5.9).
     host = Host.objects.filter(thumbprint=iss).first()
-    presented = claims.get("host_public_key")
-    if host is not None:
+    if host is None and jwks_url is not None:
+        # A JWKS host is identified by its URL; a new iss there is a key rotation (§4.5.1 4).
+        host = Host.objects.filter(jwks_url=jwks_url).first()
+    if host is not None and host.jwks_url is not None:
+        # Key delivery mode is fixed at registration (spec §8.7): checked before any fetch.
+        if presented is not None:
+            raise invalid_jwt("This host's key is delivered by JWKS URL, not inline")
+        if jwks_url is not None and jwks_url != host.jwks_url:
+            raise invalid_jwt("host_jwks_url does not match the host's registered URL")
+        jwks_url = host.jwks_url
+        public_key = _jwks_host_key(jwks_url, parsed.header, iss)
+    elif host is not None:
+        if jwks_url is not None:
+            raise invalid_jwt("This host's key is inline; it cannot switch to a JWKS URL")
         if host.public_key is None:
             raise invalid_jwt("Host has no inline key")
         if presented is not None and keys.thumbprint(presented) != iss:
             raise invalid_jwt()
         public_key = keys.validate_public_jwk(host.public_key)
+    elif allow_unknown and jwks_url is not None:
+        public_key = _jwks_host_key(jwks_url, parsed.header, iss)
     elif allow_unknown:
         if presented is None:
-            raise invalid_jwt("Unknown host: the JWT must carry host_public_key")
+            raise invalid_jwt("Unknown host: the JWT must carry host_public_key or host_jwks_url")
         public_key = keys.validate_public_jwk(presented, field="host_public_key")
         if keys.thumbprint(public_key) != iss:
             raise invalid_jwt("JWT iss is not the thumbprint of host_public_key")
@@ -183,11 +201,54 @@ def verify_host_jwt(
         ):
             raise agents.host_refusal(host)
         ratelimit.hit("host", host.pk)
+        if host.thumbprint != iss and host.previous_thumbprint != iss:
+            # (The key it rotated away from may stay published for a while, spec §8.7: using
+            # it is accepted, but does not turn the identifier back.)
+            host = _adopt_rotated_key(host, iss)
         now = timezone.now()
         # Informational (spec §3.1): one write per half minute, not one per request.
         if host.last_used_at is None or (now - host.last_used_at).total_seconds() >= 30:
             Host.objects.filter(pk=host.pk).update(last_used_at=now)
-    return VerifiedHost(host=host, thumbprint=iss, public_key=public_key, claims=claims)
+    return VerifiedHost(
+        host=host, thumbprint=iss, public_key=public_key, claims=claims, jwks_url=jwks_url
+    )
+
+
+def _jwks_host_key(url: str, header: dict[str, Any], iss: str) -> dict[str, str]:
+    """The host key ``kid`` selects at ``url``; its thumbprint must be ``iss`` (spec §4.2)."""
+    kid = header.get("kid")
+    if not jwks.valid_kid(kid):
+        raise invalid_jwt("A host JWT using host_jwks_url must name its key with a header kid")
+    public_key = jwks.get_key(url, kid)
+    if keys.thumbprint(public_key) != iss:
+        raise invalid_jwt("JWT iss is not the thumbprint of the JWKS key its kid selects")
+    return public_key
+
+
+def _adopt_rotated_key(host: Host, iss: str) -> Host:
+    """A JWKS host signed with a new key (found by URL, signature verified): ``iss`` becomes
+    its identifier; the old one serves agent JWTs for one JWKS refresh interval (spec §8.7)."""
+    until = timezone.now() + timedelta(seconds=app_settings.JWKS_REFRESH_INTERVAL)
+    old = host.thumbprint
+    try:
+        with transaction.atomic():
+            moved = Host.objects.filter(pk=host.pk, thumbprint=old).update(
+                thumbprint=iss, previous_thumbprint=old, previous_thumbprint_until=until
+            )
+    except IntegrityError:  # the new key already identifies another host
+        raise invalid_jwt("That key already identifies another host") from None
+    if moved:
+        audit.record(
+            "host.key_rotated",
+            actor_type="host",
+            actor_id=host.pk,
+            host=host,
+            old_thumbprint=old,
+            new_thumbprint=iss,
+            via="jwks",
+        )
+    host.refresh_from_db()
+    return host
 
 
 def verify_agent_jwt(
@@ -217,11 +278,15 @@ def verify_agent_jwt(
     host = agent.host
     # iss, when present, must name this agent's host (current key, or the previous one within
     # the rotation grace window). Without iss the host comes from ``sub`` (spec §4.5 step 4).
-    if iss is not None and not _thumbprint_matches(host, iss):
+    iss_known = iss is None or _thumbprint_matches(host, iss)
+    if not iss_known and host.jwks_url is None:
         raise invalid_jwt()
-    if agent.public_key is None:
-        raise invalid_jwt("Agent has no usable key")
-    parsed.verify(keys.public_key_from_jwk(agent.public_key))
+    parsed.verify(keys.public_key_from_jwk(_agent_key(agent, parsed.header)))
+    if not iss_known and not (iss is not None and jwks.has_thumbprint(host.jwks_url or "", iss)):
+        # A JWKS host may have rotated before any host JWT said so (spec §8.7): iss must then
+        # be the thumbprint of a key its JWKS publishes now. Checked after the signature, so
+        # only an agent holding its own key can make the server look.
+        raise invalid_jwt()
     until = _check_times(claims)
     jti = _jti(claims)
     if consume:
@@ -229,6 +294,17 @@ def verify_agent_jwt(
 
     ensure_may_act(agent, host)
     return VerifiedAgent(agent=agent, host=host, claims=claims)
+
+
+def _agent_key(agent: Agent, header: dict[str, Any]) -> dict[str, str]:
+    if agent.jwks_url is None:
+        if agent.public_key is None:
+            raise invalid_jwt("Agent has no usable key")
+        return dict(agent.public_key)
+    # An agent whose key lives at a JWKS URL signs with the kid it registered (checklist Q37).
+    if agent.kid is None or header.get("kid") != agent.kid:
+        raise invalid_jwt("The agent JWT's header kid must be the agent_kid it registered")
+    return jwks.get_key(agent.jwks_url, agent.kid)
 
 
 def ensure_may_act(agent: Agent, host: Host) -> None:

@@ -147,3 +147,7 @@ if os.environ.get("AGENTAUTH_TEST_BEAT_SECONDS"):
             "schedule": float(os.environ["AGENTAUTH_TEST_BEAT_SECONDS"]),
         }
     }
+
+# JWKS URLs are resolved by a table the tests fill (tests/jwks_support.py), never by real DNS:
+# no test can make the suite reach outside this machine. Unknown names do not resolve.
+AGENTAUTH_JWKS_RESOLVER = "tests.jwks_support.resolve"

@@ -486,10 +486,8 @@ def test_agent_jwk_members_are_checked(api: Api, host_key: Keypair, extra: Any, 
     assert_error(api.post("/agent/register", {"name": "x"}, token=token), 400, code)
 
 
-def test_agent_jwks_delivery_is_refused_even_beside_an_inline_key(
-    api: Api, host_key: Keypair
-) -> None:
-    # checklist Q37: JWKS-delivered agent keys are not supported; never half-honoured.
+def test_agent_key_inline_and_by_url_at_once_is_refused(api: Api, host_key: Keypair) -> None:
+    # spec §4.2: one agent key, inline or by URL; both at once is refused before any fetch.
     from agentauth.testing import host_token
 
     token = host_token(

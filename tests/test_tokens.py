@@ -222,8 +222,8 @@ def test_known_host_without_host_key_claim(api: Api, known: Any) -> None:
     assert status_call(api, host_token(key, include_host_key=False), agent_id).status == 200
 
 
-def test_jwks_key_delivery_is_refused(api: Api, known: Any) -> None:
-    # spec: J9, S19a (an inline host cannot switch); JWKS delivery is not offered at all.
+def test_inline_host_cannot_switch_to_jwks(api: Api, known: Any) -> None:
+    # spec §8.7: an inline host cannot switch to a JWKS URL (refused before any fetch).
     _host, key, agent_id = known
     token = host_token(key, extra_claims={"host_jwks_url": "https://keys.example/jwks.json"})
     assert_error(status_call(api, token, agent_id), 401, "invalid_jwt")

@@ -3,7 +3,7 @@
 :func:`decide` is the one place where a person's (or an operator's) decision changes grants and
 agent state; the approval pages (device and CIBA), the admin and ``agentauth_approve`` all call it,
 and the rules it applies (who may decide, fresh sign-in, approval strength, binding to what was
-shown) live beside it. See docs/security-approvals.md.
+shown) live beside it. See docs/security.md (approval authority).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from agentauth import agents
 from agentauth.models import Agent, AgentMode, AgentStatus, CapabilityGrant, HostStatus
-from agentauth.testing import Keypair, agent_token, make_agent, make_host
+from agentauth.testing import Keypair, agent_token, host_token, make_agent, make_host
 from tests.conftest import INTROSPECTION_SECRET, ISSUER, Api, assert_error
 
 pytestmark = pytest.mark.django_db
@@ -28,8 +28,8 @@ def agent(user: Any) -> Any:
     return make_agent(host, grants=["check_balance", "read_only_note"])
 
 
-def introspect(api: Api, token: Any) -> Any:
-    return api.post("/agent/introspect", {"token": token}, token=INTROSPECTION_SECRET)
+def introspect(api: Api, token: Any, **kw: Any) -> Any:
+    return api.post("/agent/introspect", {"token": token}, token=INTROSPECTION_SECRET, **kw)
 
 
 # --- jti: read-only ------------------------------------------------------------------------------
@@ -284,3 +284,105 @@ def test_system_check_requires_secrets_outside_debug(settings: Any) -> None:
     settings.DEBUG = False
     settings.AGENTAUTH_INTROSPECTION_TOKENS = ["s"]
     assert check_introspection() == []
+
+
+# --- introspect: more ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def linked_agent(user: Any) -> Any:
+    host, _ = make_host(user=user, default_capabilities=["check_balance", "read_only_note"])
+    return make_agent(host, grants=["check_balance"])
+
+
+def test_introspect_active(api: Api, linked_agent: Any, user: Any) -> None:
+    # spec: I3, I4, GR5
+    agent, key = linked_agent
+    reply = introspect(api, agent_token(agent, key))
+    assert reply.status == 200
+    assert reply.body == {
+        "active": True,
+        "agent_id": agent.pk,
+        "host_id": agent.host_id,
+        "agent_capability_grants": [{"capability": "check_balance", "status": "active"}],
+        "mode": "delegated",
+        "user_id": str(user.pk),
+        "expires_at": reply.body["expires_at"],
+    }
+
+
+def test_introspect_narrows_to_the_claim(api: Api, user: Any) -> None:
+    host, _ = make_host(user=user)
+    agent, key = make_agent(host, grants=["check_balance", "read_only_note"])
+    reply = introspect(api, agent_token(agent, key, capabilities=["read_only_note"]))
+    assert reply.body["agent_capability_grants"] == [
+        {"capability": "read_only_note", "status": "active"}
+    ]
+
+
+def test_introspection_does_not_spend_the_token(api: Api, linked_agent: Any) -> None:
+    # checklist Q3
+    agent, key = linked_agent
+    token = agent_token(agent, key)
+    assert introspect(api, token).body["active"] is True
+    assert introspect(api, token).body["active"] is True
+    status = api.get("/capability/list", token=token).status
+    assert status == 200
+
+
+def test_location_audience_is_introspectable(api: Api, linked_agent: Any) -> None:
+    # checklist Q2 — tokens made for a capability's location.
+    agent, key = linked_agent
+    token = agent_token(agent, key, audience="http://testserver/support/escalate")
+    assert introspect(api, token).body["active"] is True
+
+
+def test_invalid_tokens_are_simply_inactive(api: Api, linked_agent: Any) -> None:
+    # spec: I3
+    agent, key = linked_agent
+    tokens = [
+        "garbage",
+        agent_token(agent, Keypair.generate()),
+        agent_token(agent, key, audience="https://elsewhere.example"),
+        host_token(key),
+    ]
+    for token in tokens:
+        assert introspect(api, token).body == {"active": False}
+    Agent.objects.filter(pk=agent.pk).update(status=AgentStatus.REVOKED)
+    assert introspect(api, agent_token(agent, key)).body == {"active": False}
+
+
+def test_introspect_needs_a_token(api: Api) -> None:
+    reply = api.post("/agent/introspect", {}, token=INTROSPECTION_SECRET)
+    assert_error(reply, 400, "invalid_request")
+
+
+def test_introspection_secret(linked_agent: Any, client: Any, settings: Any) -> None:
+    # spec: I5 — server-to-server authentication, compared in constant time.
+    settings.AGENTAUTH_INTROSPECTION_TOKENS = ["s3cret"]
+    agent, key = linked_agent
+
+    def call(authorization: str | None) -> Any:
+        headers = {"HTTP_AUTHORIZATION": authorization} if authorization else {}
+        return client.post(
+            "/api/auth/agent/introspect",
+            data={"token": agent_token(agent, key)},
+            content_type="application/json",
+            **headers,
+        )
+
+    for refused in (None, "Bearer wrong", "Bearer s3cre", "s3cret"):
+        response = call(refused)
+        assert response.status_code == 401
+        assert response.json()["error"] == "authentication_required"
+    assert call("Bearer s3cret").json()["active"] is True
+
+
+def test_introspection_is_rate_limited(api: Api, settings: Any) -> None:
+    # spec: I5, S49
+    cache.clear()
+    settings.AGENTAUTH_RATE_LIMITS = {"introspect": "2/minute"}
+    introspect(api, "x")
+    introspect(api, "x")
+    assert_error(introspect(api, "x"), 429, "rate_limited")
+    cache.clear()

@@ -14,6 +14,7 @@ from django.utils import timezone
 from agentauth import agents, approvals
 from agentauth.errors import ProtocolError
 from agentauth.models import (
+    Agent,
     AgentMode,
     AgentStatus,
     ApprovalRequest,
@@ -316,3 +317,117 @@ def test_autonomous_agent_asks_an_administrator(api: Api, user: Any) -> None:
             shown=approvals.digest_of(approval),
         )
     assert refused.value.code == "unauthorized"
+
+
+# --- request-capability: more --------------------------------------------------------------------
+
+
+@pytest.fixture
+def linked_agent(user: Any) -> Any:
+    host, _ = make_host(user=user, default_capabilities=["check_balance", "read_only_note"])
+    return make_agent(host, grants=["check_balance"])
+
+
+def request(api: Api, agent: Any, body: Any) -> Any:
+    a, key = agent
+    return api.post("/agent/request-capability", body, token=agent_token(a, key))
+
+
+def test_auto_approved_within_host_defaults(api: Api, linked_agent: Any) -> None:
+    # spec: RC5, RC6
+    reply = request(api, linked_agent, {"capabilities": ["read_only_note"], "reason": "notes"})
+    assert reply.status == 200
+    assert reply.body["agent_id"] == linked_agent[0].pk and "approval" not in reply.body
+    [grant] = reply.body["agent_capability_grants"]
+    assert grant["capability"] == "read_only_note" and grant["status"] == "active"
+    assert CapabilityGrant.objects.get(capability="read_only_note").reason == "notes"  # RC7
+
+
+def test_outside_defaults_is_pending_with_approval(api: Api, linked_agent: Any) -> None:
+    # spec: RC5, RC8, RC9
+    reply = request(api, linked_agent, {"capabilities": ["transfer"]})
+    assert reply.body["agent_capability_grants"] == [
+        {"capability": "transfer", "status": "pending"}
+    ]
+    assert reply.body["approval"]["method"] == "device_authorization"
+    assert Agent.objects.get().status == AgentStatus.ACTIVE  # RC6
+
+
+def test_all_already_granted(api: Api, linked_agent: Any) -> None:
+    # spec: RC4
+    assert_error(
+        request(api, linked_agent, {"capabilities": ["check_balance"]}), 409, "already_granted"
+    )
+
+
+def test_partial_overlap_processes_the_rest(api: Api, linked_agent: Any) -> None:
+    # checklist Q29
+    reply = request(api, linked_agent, {"capabilities": ["check_balance", "transfer"]})
+    assert [g["capability"] for g in reply.body["agent_capability_grants"]] == ["transfer"]
+
+
+def test_pending_duplicate_is_returned_again(api: Api, linked_agent: Any) -> None:
+    # checklist Q29
+    first = request(api, linked_agent, {"capabilities": ["transfer"]})
+    second = request(api, linked_agent, {"capabilities": ["transfer"]})
+    assert second.body["agent_capability_grants"] == first.body["agent_capability_grants"]
+    assert CapabilityGrant.objects.filter(capability="transfer").count() == 1
+    assert approvals.find_by_user_code(second.body["approval"]["user_code"]) is not None
+
+
+def test_denied_can_be_requested_again(api: Api, linked_agent: Any, user: Any) -> None:
+    request(api, linked_agent, {"capabilities": ["transfer"]})
+    operator_decides(linked_agent[0], user, approve=[])
+    reply = request(api, linked_agent, {"capabilities": ["transfer"]})
+    assert reply.body["agent_capability_grants"][0]["status"] == "pending"
+
+
+def test_new_constraints_replace_the_active_grant_on_approval(
+    api: Api, linked_agent: Any, user: Any
+) -> None:
+    # checklist Q29: one active grant per capability, always.
+    constrained = {"name": "check_balance", "constraints": {"account_id": "acc_9"}}
+    reply = request(api, linked_agent, {"capabilities": [constrained]})
+    assert reply.body["agent_capability_grants"][0]["status"] == "pending"
+    operator_decides(linked_agent[0], user)
+    active = CapabilityGrant.objects.filter(capability="check_balance", status="active")
+    assert [g.constraints for g in active] == [{"account_id": "acc_9"}]
+
+
+def test_server_imposed_constraints_intersect(api: Api, user: Any) -> None:
+    # spec §2.13: combined = tightest; checklist CN8, CN12
+    host, _ = make_host(user=user, default_capabilities=["capped_transfer"])
+    agent = make_agent(host)
+    wide = {"name": "capped_transfer", "constraints": {"amount": {"max": 50000}}}
+    reply = request(api, agent, {"capabilities": [wide]})
+    assert reply.body["agent_capability_grants"][0]["constraints"] == {"amount": {"max": 10000}}
+    agent2 = make_agent(host)
+    narrow = {"name": "capped_transfer", "constraints": {"amount": {"max": 500}}}
+    reply = request(api, agent2, {"capabilities": [narrow]})
+    assert reply.body["agent_capability_grants"][0]["constraints"] == {"amount": {"max": 500}}
+
+
+@pytest.mark.parametrize(
+    "body, status, code",
+    [
+        ({"capabilities": ["nope"]}, 400, "invalid_capabilities"),
+        (
+            {"capabilities": [{"name": "transfer", "constraints": {"amount": {"lt": 1}}}]},
+            400,
+            "unknown_constraint_operator",
+        ),
+        ({"capabilities": []}, 400, "invalid_request"),
+        ({}, 400, "invalid_request"),
+        ({"capabilities": ["transfer"], "extra": 1}, 400, "invalid_request"),
+    ],
+)
+def test_request_errors(api: Api, linked_agent: Any, body: Any, status: int, code: str) -> None:
+    # spec: RC2, RC3
+    assert_error(request(api, linked_agent, body), status, code)
+
+
+def test_pending_agent_cannot_request(api: Api, user: Any) -> None:
+    # spec: RC1
+    host, _ = make_host(user=user)
+    agent = make_agent(host, status=AgentStatus.PENDING)
+    assert_error(request(api, agent, {"capabilities": ["transfer"]}), 403, "agent_pending")

@@ -18,7 +18,8 @@ import json
 from typing import Any
 
 import pytest
-from django.test import Client
+from django.http import HttpRequest, JsonResponse
+from django.test import Client, RequestFactory
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
@@ -27,8 +28,10 @@ from rest_framework.test import APIRequestFactory
 from rest_framework.views import APIView
 
 from agentauth.authentication import AgentAuthentication
+from agentauth.decorators import requires_capability
 from agentauth.permissions import capability_required
 from agentauth.testing import agent_token, make_agent, make_host
+from example_project.support.capabilities import get_ticket
 from example_project.support.models import Ticket
 
 pytestmark = pytest.mark.django_db
@@ -143,6 +146,26 @@ def test_a_kwarg_and_a_body_member_must_agree_in_type(
     assert Ticket.objects.get(pk=1).status == Ticket.Status.OPEN
 
 
+def test_one_name_one_value_means_same_json_value(host: Any) -> None:
+    # true == 1 == 1.0 in Python, but they are three JSON values: an <int:...> kwarg of 1 and a
+    # body member of true are a contradiction, not agreement.
+    agent, key = make_agent(host, grants=["read_only_note"])
+
+    @requires_capability("read_only_note")
+    def view(request: HttpRequest, n: int) -> JsonResponse:
+        return JsonResponse({"n": request.agent_arguments["n"]})  # type: ignore[attr-defined]
+
+    for body in ('{"n": true}', '{"n": 1.0}'):
+        request = RequestFactory().post(
+            "/n/1", body, "application/json", **bearer(agent_token(agent, key))
+        )
+        assert_error(view(request, n=1), 400, "invalid_request")
+    request = RequestFactory().post(
+        "/n/1", '{"n": 1}', "application/json", **bearer(agent_token(agent, key))
+    )
+    assert json.loads(view(request, n=1).content) == {"n": 1}
+
+
 # --- 2. the input schema always applies, at a capability's own location too (§2.15) --------
 
 
@@ -205,6 +228,14 @@ def test_leading_zeros_do_not_dodge_not_in(
     )
     assert response.status_code in (400, 403, 404), response.content
     assert b"Ticket 4" not in response.content
+
+
+@pytest.mark.parametrize("spelling", ["04", "+4", "4\n", "\u0664", "4.0", ""])
+def test_get_ticket_takes_only_the_canonical_id(tickets: Any, spelling: str) -> None:
+    # Defence in depth for callers that skip the schema.
+    with pytest.raises(LookupError):
+        get_ticket(spelling)
+    assert get_ticket("4").pk == 4
 
 
 def test_leading_zeros_at_the_execute_endpoint(client: Client, host: Any, tickets: Any) -> None:

@@ -12,6 +12,8 @@ from rest_framework.request import Request
 from . import guard
 from .conf import app_settings
 from .errors import ProtocolError
+from .jws import strict_json_loads, typ_matches
+from .keys import b64url_decode
 from .tokens import VerifiedAgent
 
 
@@ -43,12 +45,23 @@ class AgentAuthentication(BaseAuthentication):
 
     ``request.user`` is the person a delegated agent acts for, and anonymous for an autonomous
     agent: a view that needs to know it is an agent reads ``request.auth.agent``.
+
+    Fails closed: an agent is let in only on views whose permissions include ``HasCapability``
+    (or ``capability_required(...)``). Elsewhere an agent JWT is refused with 403
+    ``unauthorized``, so listing this class in ``DEFAULT_AUTHENTICATION_CLASSES`` never hands an
+    agent everything its person may do. A bearer token that is not an agent JWT is left to the
+    other authenticators there.
     """
 
     def authenticate(self, request: Request) -> tuple[Any, VerifiedAgent] | None:
         header = request.META.get("HTTP_AUTHORIZATION", "")
         if not header.lower().startswith("bearer "):
             return None  # let other authenticators try
+        if not requires_capability(request):
+            if not is_agent_jwt(header[len("bearer ") :].strip()):
+                return None
+            message = "Agents may only call views that require a capability"
+            raise AgentAuthError(ProtocolError("unauthorized", message))
         try:
             verified = guard.authenticate(request._request)
         except ProtocolError as exc:
@@ -57,3 +70,26 @@ class AgentAuthentication(BaseAuthentication):
 
     def authenticate_header(self, request: Request) -> str:
         return discovery_challenge()
+
+
+def requires_capability(request: Request) -> bool:
+    """Whether the DRF view serving ``request`` checks capabilities (``HasCapability``).
+
+    A request without its view (built by hand) does not: fail closed.
+    """
+    from .permissions import HasCapability  # permissions imports this module
+
+    view = (getattr(request, "parser_context", None) or {}).get("view")
+    if view is None or not hasattr(view, "get_permissions"):
+        return False
+    return any(isinstance(permission, HasCapability) for permission in view.get_permissions())
+
+
+def is_agent_jwt(token: str) -> bool:
+    """Whether the token's header says ``typ: agent+jwt``, unverified: only to decide whose
+    token it is, never to trust it."""
+    try:
+        header = strict_json_loads(b64url_decode(token.split(".", 1)[0]))
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(header, dict) and typ_matches(header, "agent+jwt")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -14,13 +15,18 @@ from . import guard
 from .errors import ProtocolError
 from .views.base import error_response
 
+logger = logging.getLogger("agentauth")
+
 
 def requires_capability(*names: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Let only agents holding every named capability (within its constraints) in.
 
-    Sets ``request.agent``, ``request.agent_grant`` (the first capability's grant) and
-    ``request.agent_grants`` (all of them). The view is CSRF-exempt: it is authenticated by a
-    bearer JWT, never by a cookie. Failures are spec-shaped JSON errors.
+    The view reads its arguments from ``request.agent_arguments`` only: the URL kwargs, query
+    parameters and JSON body members the schema and constraints were checked against (see
+    ``guard.protect``). Also sets ``request.agent``, ``request.agent_grant`` (the first
+    capability's grant) and ``request.agent_grants`` (all of them). The view is CSRF-exempt: it
+    is authenticated by a bearer JWT, never by a cookie. Every refusal is a spec error body,
+    never an HTML page.
     """
     if not names or not all(isinstance(n, str) and n for n in names):
         raise TypeError("requires_capability() needs one or more capability names")
@@ -30,15 +36,12 @@ def requires_capability(*names: str) -> Callable[[Callable[..., Any]], Callable[
         @functools.wraps(view)
         def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
             try:
-                verified = guard.authenticate(request)
-                arguments, contract = guard.request_arguments(request, kwargs, required)
-                grants = guard.authorize(verified, required, arguments, validate_schema=contract)
+                guard.protect(request, required, kwargs).attach(request)
             except ProtocolError as exc:
                 return error_response(exc)
-            request.agent = verified.agent  # type: ignore[attr-defined]
-            request.agent_grants = grants  # type: ignore[attr-defined]
-            request.agent_grant = grants[required[0]]  # type: ignore[attr-defined]
-            request.agent_arguments = arguments  # type: ignore[attr-defined]
+            except Exception:
+                logger.exception("agentauth: guard failed on %s", request.path)
+                return error_response(ProtocolError("internal_error"))
             response: HttpResponseBase = view(request, *args, **kwargs)
             return response
 

@@ -119,9 +119,12 @@ def authorize(
     arguments: Any,
     *,
     lock: bool = False,
-    schema: bool = True,
 ) -> CapabilityGrant:
-    """Grant, claim, schema and constraint checks (spec §4.5 steps 10-12, §5.11)."""
+    """Grant, claim, schema and constraint checks (spec §4.5 steps 10-12, §5.11).
+
+    The schema is never optional: constraints compare raw values, so they mean what they say
+    only for arguments of the declared types and spellings.
+    """
     claim = verified.capabilities_claim
     if claim is not None and cap.name not in claim:
         raise ProtocolError(
@@ -141,8 +144,7 @@ def authorize(
     if not isinstance(arguments, dict):
         raise invalid_request("'arguments' must be an object")
     constraints.check(grant.constraints, {})  # unknown operators first: 400, not 403 (E18)
-    if schema:
-        validate_arguments(cap, arguments)
+    validate_arguments(cap, arguments)
     # Server-imposed constraints bind every grant, including ones created before they were
     # declared (spec §2.13: the tightest constraint from either source wins).
     violations = constraints.check(grant.constraints, arguments)

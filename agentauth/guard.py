@@ -1,16 +1,19 @@
 """Guarding a project's own views with capabilities (spec §2.12 ``location``, §2.15).
 
-The decorator and the DRF classes call these functions, which run the same verification as the
-execute endpoint. The expected ``aud`` is this view's absolute URL when that URL is some
-capability's ``location`` (the agent resolved it from ``describe``), else the issuer.
+The decorator and the DRF classes call ``protect()``, which runs the same verification as the
+execute endpoint and hands the view the arguments it checked. The expected ``aud`` is this
+view's absolute URL when that URL is some capability's ``location`` (the agent resolved it from
+``describe``), else the issuer.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from django.core.exceptions import SuspiciousOperation
 from django.http import HttpRequest
 
 from . import clocks, execution, ratelimit
@@ -19,6 +22,7 @@ from .conf import app_settings
 from .errors import ProtocolError, invalid_request
 from .models import CapabilityGrant
 from .tokens import VerifiedAgent, bearer_token, verify_agent_jwt
+from .views.base import read_json_body
 
 
 def expected_audiences(request: HttpRequest) -> set[str]:
@@ -42,69 +46,111 @@ def serves_location(request: HttpRequest, names: Sequence[str]) -> bool:
     return any(cap is not None and bool(cap.location) and cap.url == url for cap in caps)
 
 
+@dataclass(frozen=True)
+class Protected:
+    """What a guarded view may rely on: who called, under which grants, with which arguments."""
+
+    verified: VerifiedAgent
+    grants: dict[str, CapabilityGrant]
+    arguments: dict[str, Any]
+
+    def attach(self, request: HttpRequest) -> None:
+        """Set ``request.agent``, ``agent_grants``, ``agent_grant`` and ``agent_arguments``."""
+        request.agent = self.verified.agent  # type: ignore[attr-defined]
+        request.agent_grants = self.grants  # type: ignore[attr-defined]
+        request.agent_grant = next(iter(self.grants.values()))  # type: ignore[attr-defined]
+        request.agent_arguments = self.arguments  # type: ignore[attr-defined]
+
+
+def protect(
+    request: HttpRequest,
+    names: Sequence[str],
+    view_kwargs: Mapping[str, Any],
+    verified: VerifiedAgent | None = None,
+) -> Protected:
+    """The one guard of project views (spec §2.13, §4.5 steps 10-12): what is checked is what
+    the view gets.
+
+    The input schema and the constraints of every named capability are checked against one
+    argument set, built from everything the view could read (URL kwargs, query string, JSON
+    body), and that set is handed to the view as ``request.agent_arguments``. A value that could
+    be read elsewhere with another meaning (a repeated query name, a contradiction between
+    sources, a body that is not strict JSON) fails the request. Errors are ``ProtocolError``.
+    """
+    if verified is None:
+        verified = authenticate(request)
+    try:
+        arguments = request_arguments(request, view_kwargs, names)
+    except SuspiciousOperation:
+        # e.g. TooManyFieldsSent from request.GET: the client's fault.
+        raise invalid_request("Malformed request") from None
+    grants = authorize(verified, names, arguments)
+    return Protected(verified, grants, arguments)
+
+
 def request_arguments(
     request: HttpRequest, view_kwargs: Mapping[str, Any], names: Sequence[str]
-) -> tuple[dict[str, Any], bool]:
-    """The arguments constraints are checked against, and whether the body used the execute
-    contract (``{"capability", "arguments"}``, spec §2.15: "the same payload contract").
+) -> dict[str, Any]:
+    """The URL kwargs, query parameters and JSON body members, as one argument set.
 
-    The contract is honoured only at a capability's own ``location``: anywhere else the view
-    acts on its URL kwargs and query, so checking a body's ``arguments`` instead would let an
-    agent state one ticket and act on another. Otherwise the arguments are the URL kwargs, query
-    parameters and a JSON object body, merged; one name given two different values is refused,
-    so a constraint cannot be dodged by repetition.
+    At a capability's own ``location`` a body of the execute contract (``{"capability",
+    "arguments"}``, spec §2.15: "the same payload contract") contributes its ``arguments``
+    instead of its members. Anywhere else that shape has no meaning: the view acts on its URL,
+    so a body's ``arguments`` are never checked in place of it. The body is read like a protocol
+    endpoint's (size cap, ``application/json``, strict and depth-limited JSON, an object).
     """
-    body: Any = None
-    if request.content_type == "application/json" and request.body:
-        try:
-            body = json.loads(request.body)
-        except (ValueError, UnicodeDecodeError):
-            raise invalid_request("Body is not valid JSON") from None
+    body = read_json_body(request, allow_empty=True)
     query: dict[str, Any] = {}
     for key in request.GET:
-        values = request.GET.getlist(key)
-        if len(set(values)) > 1:
+        if len(request.GET.getlist(key)) > 1:
             raise invalid_request(f"Parameter '{key}' is given more than once")
-        query[key] = values[0]
-    if (
-        isinstance(body, dict)
-        and set(body) <= {"capability", "arguments"}
-        and "capability" in body
-        and serves_location(request, names)
-    ):
+        query[key] = request.GET[key]
+    kwargs = {key: _url_value(value) for key, value in view_kwargs.items()}
+    contract = set(body) <= {"capability", "arguments"} and "capability" in body
+    if contract and serves_location(request, names):
         if body["capability"] not in names:
             raise invalid_request("This location serves a different capability")
-        arguments = body.get("arguments") or {}
+        arguments = body.get("arguments")
+        if arguments is None:
+            arguments = {}
         if not isinstance(arguments, dict):
             raise invalid_request("'arguments' must be an object")
-        _merge([arguments, view_kwargs, query])  # the URL may not contradict the arguments
-        return arguments, True
-    return _merge([view_kwargs, query, body if isinstance(body, dict) else {}]), False
+        return _merge([arguments, kwargs, query])
+    return _merge([kwargs, query, body])
+
+
+def _url_value(value: Any) -> Any:
+    """URL converters may produce objects (a ``UUID``); arguments are JSON values."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
 
 
 def _merge(sources: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One name, one value: ``"1"`` and ``1``, or ``true`` and ``1``, are two values."""
     merged: dict[str, Any] = {}
     for source in sources:
         for key, value in source.items():
-            if key in merged and merged[key] != value:
+            if key in merged and _canonical(merged[key]) != _canonical(value):
                 raise invalid_request(f"'{key}' is given two different values")
             merged[key] = value
     return merged
 
 
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
 def authorize(
-    verified: VerifiedAgent,
-    names: Sequence[str],
-    arguments: dict[str, Any],
-    *,
-    validate_schema: bool,
+    verified: VerifiedAgent, names: Sequence[str], arguments: dict[str, Any]
 ) -> dict[str, CapabilityGrant]:
-    """Every named capability must be granted, and its constraints must hold (spec §4.5)."""
+    """Every named capability must be granted, its input schema must accept the arguments and
+    its constraints must hold (spec §4.5 steps 10-12, §2.13)."""
     grants: dict[str, CapabilityGrant] = {}
     for name in names:
         cap = execution.lookup(name, verified)
         try:
-            grants[name] = execution.authorize(verified, cap, arguments, schema=validate_schema)
+            grants[name] = execution.authorize(verified, cap, arguments)
         except ProtocolError as exc:
             execution.record(verified, name, error=exc)
             raise

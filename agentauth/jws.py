@@ -18,6 +18,10 @@ from .errors import ProtocolError, invalid_jwt
 from .keys import b64url_decode
 
 MAX_TOKEN_LENGTH = 8192
+#: Deepest nesting of arrays and objects accepted anywhere (bodies, JWT segments, guarded views):
+#: far beyond any real argument, far below what recursive code (schema validation, equality,
+#: serialisation) can walk without a RecursionError.
+MAX_JSON_DEPTH = 64
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -33,9 +37,27 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"non-finite number {name}")
 
 
+def _check_depth(value: Any) -> None:
+    """Iterative, so the check itself cannot recurse too deeply."""
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict | list):
+            if depth > MAX_JSON_DEPTH:
+                raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+            children = item.values() if isinstance(item, dict) else item
+            pending.extend((child, depth + 1) for child in children)
+
+
 def strict_json_loads(data: bytes | str) -> Any:
-    """``json.loads`` that refuses duplicate members, NaN/Infinity and lone surrogates."""
-    value = json.loads(data, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+    """``json.loads`` that refuses duplicate members, NaN/Infinity, lone surrogates and nesting
+    deeper than ``MAX_JSON_DEPTH``; a nesting the parser itself cannot follow is a ValueError too.
+    """
+    try:
+        value = json.loads(data, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+    _check_depth(value)
     # A lone UTF-16 surrogate ("\ud800", or its raw bytes) is accepted by json.loads but is not
     # Unicode text: it cannot be stored, hashed or logged as UTF-8 (RFC 8259 §8.2, RFC 7493
     # §2.1). Re-encoding raises UnicodeEncodeError, a ValueError like any other bad JSON.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,9 +15,15 @@ from .authentication import AgentAuthError
 from .errors import ProtocolError
 from .tokens import VerifiedAgent
 
+logger = logging.getLogger("agentauth")
+
 
 class HasCapability(BasePermission):
-    """Reads ``view.required_capabilities`` (like DOT's ``required_scopes``)."""
+    """Reads ``view.required_capabilities`` (like DOT's ``required_scopes``).
+
+    The view reads its arguments from ``request.agent_arguments`` only, never from
+    ``request.data`` or ``request.query_params`` directly (see ``guard.protect``).
+    """
 
     required: Sequence[str] | None = None
 
@@ -41,16 +48,16 @@ class HasCapability(BasePermission):
                 )
             return False
         try:
-            arguments, contract = guard.request_arguments(
-                request._request, getattr(view, "kwargs", {}), names
+            protected = guard.protect(
+                request._request, names, getattr(view, "kwargs", {}), verified=verified
             )
-            grants = guard.authorize(verified, names, arguments, validate_schema=contract)
         except ProtocolError as exc:
             raise AgentAuthError(exc) from exc
-        request.agent = verified.agent  # type: ignore[attr-defined]
-        request.agent_grants = grants  # type: ignore[attr-defined]
-        request.agent_grant = grants[names[0]]  # type: ignore[attr-defined]
-        request.agent_arguments = arguments  # type: ignore[attr-defined]
+        except Exception as exc:
+            logger.exception("agentauth: guard failed on %s", request.path)
+            raise AgentAuthError(ProtocolError("internal_error")) from exc
+        # Set on the Django request, so that DRF's request reads them through to it.
+        protected.attach(request._request)
         return True
 
 

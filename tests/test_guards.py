@@ -27,7 +27,7 @@ from rest_framework.test import APIRequestFactory
 from rest_framework.views import APIView
 
 from agentauth import agents
-from agentauth.authentication import AgentAuthentication
+from agentauth.authentication import AgentAuthentication, AgentAuthError
 from agentauth.capabilities import Capability, register, registry
 from agentauth.decorators import requires_capability
 from agentauth.models import AgentMode, AuditEvent, HostStatus
@@ -149,14 +149,18 @@ def test_decorator_sets_the_agent_on_the_request(host: Any) -> None:
         seen["arguments"] = request.agent_arguments  # type: ignore[attr-defined]
         return JsonResponse({"ok": True})
 
-    request = RequestFactory().get("/anywhere/7?verbose=1", **bearer(agent_token(agent, key)))
+    request = RequestFactory().get("/anywhere/7", **bearer(agent_token(agent, key)))
     response = view(request, ticket_id="7")
     assert response.status_code == 200
     assert seen["agent"].pk == agent.pk
     assert seen["grant"].capability == "ticket.read"
     assert seen["grant"].constraints == {"ticket_id": "7"}
     assert sorted(seen["grants"]) == ["ticket.close", "ticket.read"]
-    assert seen["arguments"] == {"ticket_id": "7", "verbose": "1"}
+    assert seen["arguments"] == {"ticket_id": "7"}
+    # The arguments are schema-checked too (both capabilities' schemas): a query parameter
+    # neither capability takes is refused, not handed to the view unchecked (spec §2.13).
+    request = RequestFactory().get("/anywhere/7?verbose=1", **bearer(agent_token(agent, key)))
+    assert_error(view(request, ticket_id="7"), 400, "invalid_request")
 
 
 def test_every_named_capability_is_required(host: Any) -> None:
@@ -167,8 +171,8 @@ def test_every_named_capability_is_required(host: Any) -> None:
     def view(request: HttpRequest) -> JsonResponse:
         return JsonResponse({"ok": True})
 
-    response = view(RequestFactory().get("/anywhere", **bearer(agent_token(agent, key))))
-    assert_error(response, 403, "capability_not_granted")
+    request = RequestFactory().get("/anywhere?ticket_id=1", **bearer(agent_token(agent, key)))
+    assert_error(view(request), 403, "capability_not_granted")
 
 
 def test_agent_without_the_grant_is_refused(client: Client, host: Any, tickets: Any) -> None:
@@ -219,6 +223,7 @@ def test_execute_contract_body_cannot_override_the_url(
 ) -> None:
     # spec: CN9 — away from a location, {"capability","arguments"} is not the argument source:
     # stating ticket 1 in the body while the URL names ticket 2 must not pass a ticket-1 grant.
+    # Its members are plain body members, which ticket.read's input schema does not take (400).
     agent, key = agent_with(host, {"ticket.read": {"ticket_id": "1"}})
     contract = {"capability": "ticket.read", "arguments": {"ticket_id": "1"}}
     response = client.generic(
@@ -228,8 +233,7 @@ def test_execute_contract_body_cannot_override_the_url(
         content_type="application/json",
         **bearer(agent_token(agent, key)),
     )
-    body = assert_error(response, 403, "constraint_violated")
-    assert body["violations"][0]["field"] == "ticket_id"
+    assert_error(response, 400, "invalid_request")
 
 
 def test_revoked_agent_and_host(client: Client, user: Any, tickets: Any) -> None:
@@ -334,11 +338,12 @@ def test_drf_execute_contract_body_cannot_dodge_the_constraint(
     client: Client, host: Any, tickets: Any
 ) -> None:
     # spec: CN9 — stating priority "low" inside an execute-contract body must not be checked
-    # in place of the request the view acts on (it reads the top-level "priority", absent).
+    # in place of the request the view acts on; its members are plain body members, which
+    # ticket.close's input schema does not take (400).
     agent, key = agent_with(host, CLOSE_GRANT)
     contract = {"capability": "ticket.close", "arguments": {"ticket_id": "2", "priority": "low"}}
     response = close_ticket(client, 2, agent_token(agent, key), contract)
-    assert_error(response, 403, "constraint_violated")
+    assert_error(response, 400, "invalid_request")
     assert Ticket.objects.get(pk=2).status == Ticket.Status.OPEN
 
 
@@ -403,7 +408,7 @@ def test_drf_user_is_the_delegating_person(user: Any) -> None:
     # spec: L1 — a delegated agent acts for its host's linked user; an autonomous one for nobody.
     host, _ = make_host(user=user)
     delegated, key = agent_with(host, ["ticket.read"])
-    request = APIRequestFactory().get("/whoami", **bearer(agent_token(delegated, key)))
+    request = APIRequestFactory().get("/whoami?ticket_id=1", **bearer(agent_token(delegated, key)))
     response = WhoAmI.as_view()(request)
     assert response.status_code == 200
     assert response.data == {
@@ -415,7 +420,7 @@ def test_drf_user_is_the_delegating_person(user: Any) -> None:
 
     bot_host, _ = make_host(user=None)
     bot, bot_key = agent_with(bot_host, ["ticket.read"], mode=AgentMode.AUTONOMOUS)
-    request = APIRequestFactory().get("/whoami", **bearer(agent_token(bot, bot_key)))
+    request = APIRequestFactory().get("/whoami?ticket_id=1", **bearer(agent_token(bot, bot_key)))
     response = WhoAmI.as_view()(request)
     assert response.status_code == 200
     assert response.data["authenticated"] is False and response.data["agent"] == bot.pk
@@ -424,7 +429,10 @@ def test_drf_user_is_the_delegating_person(user: Any) -> None:
 def test_authentication_returns_the_linked_user_object(user: Any) -> None:
     host, _ = make_host(user=user)
     agent, key = agent_with(host, ["ticket.read"])
-    request = Request(APIRequestFactory().get("/x", **bearer(agent_token(agent, key))))
+    request = Request(
+        APIRequestFactory().get("/x", **bearer(agent_token(agent, key))),
+        parser_context={"view": WhoAmI()},
+    )
     result = AgentAuthentication().authenticate(request)
     assert result is not None
     who, verified = result
@@ -433,9 +441,16 @@ def test_authentication_returns_the_linked_user_object(user: Any) -> None:
     assert AgentAuthentication().authenticate(Request(APIRequestFactory().get("/x"))) is None
     bot_host, _ = make_host()
     bot, bot_key = agent_with(bot_host, [], mode=AgentMode.AUTONOMOUS)
-    request = Request(APIRequestFactory().get("/x", **bearer(agent_token(bot, bot_key))))
+    request = Request(
+        APIRequestFactory().get("/x", **bearer(agent_token(bot, bot_key))),
+        parser_context={"view": WhoAmI()},
+    )
     result = AgentAuthentication().authenticate(request)
     assert result is not None and isinstance(result[0], AnonymousUser)
+    # Without a view that requires a capability, an agent JWT is refused (fails closed).
+    request = Request(APIRequestFactory().get("/x", **bearer(agent_token(bot, bot_key))))
+    with pytest.raises(AgentAuthError):
+        AgentAuthentication().authenticate(request)
 
 
 # --- a capability's own location: POST /support/escalate ---------------------------------------
@@ -627,7 +642,7 @@ def test_has_capability_reads_required_capabilities(host: Any) -> None:
         required_capabilities = ["ticket.read"]
 
     agent, key = agent_with(host, ["ticket.read"])
-    request = APIRequestFactory().get("/x", **bearer(agent_token(agent, key)))
+    request = APIRequestFactory().get("/x?ticket_id=1", **bearer(agent_token(agent, key)))
     assert Configured.as_view()(request).status_code == 200
     other, other_key = agent_with(host, ["ticket.close"])
     request = APIRequestFactory().get("/x", **bearer(agent_token(other, other_key)))

@@ -8,6 +8,7 @@ is a low one.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.db import transaction
@@ -18,12 +19,20 @@ from .models import Ticket
 
 PRIORITIES = [choice.value for choice in Ticket.Priority]
 
-TICKET_ID_SCHEMA = {"type": "string", "description": 'The ticket\'s id, e.g. "1"'}
+#: One spelling per ticket: constraints compare ids as raw strings (spec §2.13), so "04", "+4"
+#: or "٤" must not be another way to write the ticket a ``not_in: ["4"]`` grant excludes.
+#: Up to 18 digits fits a 64-bit primary key.
+TICKET_ID_PATTERN = re.compile(r"[1-9][0-9]{0,17}")
+TICKET_ID_SCHEMA = {
+    "type": "string",
+    "pattern": f"^{TICKET_ID_PATTERN.pattern}$",
+    "description": 'The ticket\'s id in canonical form, e.g. "1" (no leading zeros)',
+}
 
 
 def get_ticket(ticket_id: str, *, for_update: bool = False) -> Ticket:
-    # ASCII digits only ("²".isdigit() is true) and short enough for a 64-bit primary key.
-    if not (ticket_id.isascii() and ticket_id.isdigit() and len(ticket_id) <= 18):
+    # The schema already holds callers to the canonical form; this holds every other caller.
+    if not (isinstance(ticket_id, str) and TICKET_ID_PATTERN.fullmatch(ticket_id)):
         raise LookupError(f"Ticket {ticket_id!r} not found")
     queryset = Ticket.objects.select_for_update() if for_update else Ticket.objects.all()
     try:

@@ -1,7 +1,11 @@
 """Project views that agents call directly, guarded by capabilities.
 
-- ``ticket_detail``: a plain Django view behind ``@requires_capability("ticket.read")``;
-  a grant's constraints are checked against the URL's ``ticket_id``.
+Each view acts on ``request.agent_arguments`` only: the URL kwargs, query parameters and JSON body
+members that the capability's input schema and the grant's constraints were checked against
+(``agentauth.guard.protect``). Reading ``request.data``, ``request.GET`` or a URL kwarg directly
+could act on something other than what was checked.
+
+- ``ticket_detail``: a plain Django view behind ``@requires_capability("ticket.read")``.
 - ``CloseTicket``: a DRF view with ``AgentAuthentication`` + ``capability_required``.
 - ``escalate``: the ``location`` of the ``ticket.escalate`` capability; agents POST the execute
   contract (``{"capability", "arguments"}``) here with ``aud`` = this URL.
@@ -25,13 +29,18 @@ from agentauth.permissions import capability_required
 from .capabilities import get_ticket
 
 
+def not_found(exc: LookupError) -> dict[str, str]:
+    return {"error": "resource_not_found", "message": str(exc)}
+
+
 @require_GET
 @requires_capability("ticket.read")
 def ticket_detail(request: HttpRequest, ticket_id: str) -> JsonResponse:
+    arguments: dict[str, Any] = request.agent_arguments  # type: ignore[attr-defined]
     try:
-        ticket = get_ticket(ticket_id)
+        ticket = get_ticket(arguments["ticket_id"])
     except LookupError as exc:
-        return JsonResponse({"error": "resource_not_found", "message": str(exc)}, status=404)
+        return JsonResponse(not_found(exc), status=404)
     return JsonResponse({"data": ticket.to_dict()})
 
 
@@ -40,12 +49,15 @@ class CloseTicket(APIView):
     permission_classes = [capability_required("ticket.close")]
 
     def post(self, request: Request, ticket_id: str) -> Response:
+        arguments: dict[str, Any] = request.agent_arguments  # type: ignore[attr-defined]
         with transaction.atomic():
             try:
-                ticket = get_ticket(ticket_id, for_update=True)
+                ticket = get_ticket(arguments["ticket_id"], for_update=True)
             except LookupError as exc:
-                return Response({"error": "resource_not_found", "message": str(exc)}, status=404)
-            priority = request.data.get("priority") if isinstance(request.data, dict) else None
+                return Response(not_found(exc), status=404)
+            # The stated priority gives a priority constraint its meaning: it must be the
+            # ticket's real one.
+            priority = arguments.get("priority")
             if priority is not None and priority != ticket.priority:
                 return Response(
                     {"error": "invalid_request", "message": "priority does not match the ticket"},
@@ -61,9 +73,9 @@ def escalate(request: HttpRequest) -> JsonResponse:
     arguments: dict[str, Any] = request.agent_arguments  # type: ignore[attr-defined]
     with transaction.atomic():
         try:
-            ticket = get_ticket(str(arguments["ticket_id"]), for_update=True)
+            ticket = get_ticket(arguments["ticket_id"], for_update=True)
         except LookupError as exc:
-            return JsonResponse({"error": "resource_not_found", "message": str(exc)}, status=404)
+            return JsonResponse(not_found(exc), status=404)
         ticket.priority = "critical"
         ticket.save(update_fields=["priority"])
     return JsonResponse({"data": ticket.to_dict()})

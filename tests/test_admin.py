@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.contrib.admin.utils import quote
 from django.contrib.auth.models import Permission
 from django.test import Client
 from django.urls import reverse
@@ -87,14 +88,16 @@ def test_change_pages_render(admin_client: Client, api: Api) -> None:
         ("capabilitygrant", CapabilityGrant.objects.get(agent=agent, capability="transfer").pk),
         ("auditevent", AuditEvent.objects.get(kind="agent.registered", agent_id=agent.pk).pk),
     ]:
-        response = admin_client.get(reverse(f"admin:agentauth_{model}_change", args=[pk]))
+        response = admin_client.get(reverse(f"admin:agentauth_{model}_change", args=[quote(pk)]))
         assert response.status_code == 200, model
     # The agent page lists its grants inline.
-    page = admin_client.get(reverse("admin:agentauth_agent_change", args=[agent.pk]))
+    page = admin_client.get(reverse("admin:agentauth_agent_change", args=[quote(agent.pk)]))
     assert b"transfer" in page.content and b"check_balance" in page.content
     # The user code hash never appears on the approval request page.
     request = ApprovalRequest.objects.get(agent=agent)
-    page = admin_client.get(reverse("admin:agentauth_approvalrequest_change", args=[request.pk]))
+    page = admin_client.get(
+        reverse("admin:agentauth_approvalrequest_change", args=[quote(request.pk)])
+    )
     assert str(request.user_code_hash).encode() not in page.content
 
 
@@ -246,7 +249,7 @@ def test_host_add_page_is_forbidden(admin_client: Client) -> None:
 def test_host_user_is_read_only(admin_client: Client, user: Any, staff_user: Any) -> None:
     # spec: H4 — linking goes through hosts.link_host, never a form field.
     host, _ = make_host(user=user, name="Laptop")
-    url = reverse("admin:agentauth_host_change", args=[host.pk])
+    url = reverse("admin:agentauth_host_change", args=[quote(host.pk)])
     response = admin_client.post(
         url,
         {"name": "Renamed", "default_capabilities": '["check_balance"]', "user": staff_user.pk},
@@ -267,7 +270,7 @@ def test_audit_events_cannot_be_added_changed_or_deleted(admin_client: Client, a
     before = AuditEvent.objects.values().get(pk=event.pk)
 
     assert admin_client.get(reverse("admin:agentauth_auditevent_add")).status_code == 403
-    change_url = reverse("admin:agentauth_auditevent_change", args=[event.pk])
+    change_url = reverse("admin:agentauth_auditevent_change", args=[quote(event.pk)])
     # Viewable, but read-only: no save button, and a POST is refused.
     page = admin_client.get(change_url)
     assert page.status_code == 200 and b'name="_save"' not in page.content
@@ -275,7 +278,7 @@ def test_audit_events_cannot_be_added_changed_or_deleted(admin_client: Client, a
         change_url, {"kind": "tampered", "actor_type": "staff", "outcome": "ok", "data": "{}"}
     )
     assert response.status_code == 403
-    delete_url = reverse("admin:agentauth_auditevent_delete", args=[event.pk])
+    delete_url = reverse("admin:agentauth_auditevent_delete", args=[quote(event.pk)])
     assert admin_client.get(delete_url).status_code == 403
     assert admin_client.post(delete_url, {"post": "yes"}).status_code == 403
     # The bulk delete action is not offered either.
@@ -323,7 +326,7 @@ def test_staff_cannot_approve_a_delegated_agent_of_an_unlinked_host(
 
 def test_host_admin_validates_default_capabilities(admin_client: Client) -> None:
     host, _ = make_host()
-    url = reverse("admin:agentauth_host_change", args=[host.pk])
+    url = reverse("admin:agentauth_host_change", args=[quote(host.pk)])
     for bad in ('["no_such_cap"]', '"check_balance"', "[5]"):
         response = admin_client.post(url, {"name": "h", "default_capabilities": bad})
         assert response.status_code == 200  # the form re-renders with an error
@@ -393,5 +396,5 @@ def test_audit_log_filters_by_agent_host_user_capability(admin_client: Client, u
         response = admin_client.get(url + query)
         assert response.status_code == 200, query
         assert response.context["cl"].result_count == expected, query
-    page = admin_client.get(reverse("admin:agentauth_agent_change", args=[agent.pk]))
+    page = admin_client.get(reverse("admin:agentauth_agent_change", args=[quote(agent.pk)]))
     assert f"?agent_id={agent.pk}".encode() in page.content

@@ -123,7 +123,7 @@ AGENTAUTH_ISSUER = "http://testserver/api/auth"
 AGENTAUTH_INTROSPECTION_TOKENS = ["introspection-secret-for-tests"]
 SILENCED_SYSTEM_CHECKS = ["agentauth.W001"]  # the test issuer is plain http://testserver
 
-# The suite sends hundreds of requests from one address; tests/test_ratelimit.py switches the
+# The suite sends hundreds of requests from one address; tests/api/test_ratelimit.py switches the
 # limits back on where they are the subject.
 AGENTAUTH_RATE_LIMITS = {
     "ip": None,
@@ -135,7 +135,7 @@ AGENTAUTH_RATE_LIMITS = {
     "ciba_recipient": None,
 }
 
-# Real-worker tier (tests/test_celery_worker.py): the worker process writes email to files the
+# Real-worker tier (tests/live/test_celery_worker.py): the worker process writes email to files the
 # test reads, and runs beat with a short sweep schedule.
 if os.environ.get("AGENTAUTH_TEST_EMAIL_DIR"):
     EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"

@@ -153,7 +153,7 @@ def capped_transfer(ctx: Any, *, amount: float) -> dict[str, Any]:
     return {"sent": amount, "by": ctx.agent.pk}
 
 
-# --- more failure paths (tests/test_execute_async.py, tests/test_capability_api.py) ---------
+# --- more failure paths (tests/api/test_execute_async.py, tests/api/test_execute.py) ---------
 # Not public, so they never appear in anonymous listings that other tests compare.
 
 

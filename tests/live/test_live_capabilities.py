@@ -1,6 +1,6 @@
 """Issue acceptance over real HTTP: an agent uses the support desk's capabilities.
 
-Black box, like ``tests/test_live_server.py``: ``AgentAuthClient`` talks to ``live_server``;
+Black box, like ``tests/live/test_live_server.py``: ``AgentAuthClient`` talks to ``live_server``;
 the operator's steps (pre-registering the host, approving a capability) are management commands.
 The agent reaches the capabilities three ways: the execute endpoint, the project's guarded views
 (plain and DRF) with JWTs the client signs, and a capability's own ``location``.

@@ -72,7 +72,7 @@ def test_rate_limit_cache_failure_fails_closed(client: Any, settings: Any) -> No
     settings.AGENTAUTH_RATE_LIMIT_CACHE = "broken"
     settings.CACHES = {
         "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
-        "broken": {"BACKEND": "tests.test_tokens.BrokenCache"},
+        "broken": {"BACKEND": "tests.api.test_tokens.BrokenCache"},
     }
     response = client.get("/.well-known/agent-configuration")
     assert response.status_code == 503 and response.json()["error"] == "temporarily_unavailable"

@@ -3,7 +3,7 @@
 Tier: needs ``AGENTAUTH_TEST_CELERY_BROKER_URL`` and ``AGENTAUTH_TEST_DATABASE_URL`` (a worker is
 another process, so it needs a database both can see; in-memory SQLite cannot be shared).
 ``.ci/run`` runs this file alone with both set. The same async paths run eagerly, in-process, in
-``tests/test_execute.py``.
+``tests/api/test_execute.py``.
 
 The worker is started once for the module, under a node name of its own, and is stopped (SIGTERM,
 then SIGKILL for its whole process group) when the module ends, whatever happened. Every wait is

@@ -115,7 +115,7 @@ def short_for_autonomous(agent: Agent) -> dict[str, int]:
 
 def test_per_agent_clock_hook(settings: Any) -> None:
     # spec: L5 — clocks MAY vary per agent.
-    settings.AGENTAUTH_AGENT_CLOCKS = "tests.test_lifecycle_api.short_for_autonomous"
+    settings.AGENTAUTH_AGENT_CLOCKS = "tests.api.test_lifecycle.short_for_autonomous"
     host, _ = make_host()
     robot, robot_key = make_agent(host, mode="autonomous")
     person, person_key = make_agent(host)
@@ -130,7 +130,7 @@ def grant_ttl(capability: str, agent: Agent) -> int | None:
 
 def test_grant_ttl_hook(settings: Any, user: Any, api: Api) -> None:
     # spec §3.3 expires_at; checklist GR7
-    settings.AGENTAUTH_GRANT_TTL = "tests.test_lifecycle_api.grant_ttl"
+    settings.AGENTAUTH_GRANT_TTL = "tests.api.test_lifecycle.grant_ttl"
     host, _ = make_host(user=user)
     agent, key = make_agent(host, status=AgentStatus.PENDING)
     approvals.open_request(agent, [])

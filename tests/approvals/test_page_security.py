@@ -18,7 +18,7 @@ from tests.conftest import Api
 pytestmark = pytest.mark.django_db
 
 BROKEN_CACHES = {
-    "default": {"BACKEND": "tests.test_tokens.BrokenCache"},
+    "default": {"BACKEND": "tests.api.test_tokens.BrokenCache"},
     "working": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
 }
 

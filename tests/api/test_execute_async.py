@@ -1,5 +1,5 @@
 """Async and streamed executions: the 202 contract, polling, job re-checks, SSE (spec §2.15,
-§5.11; checklist E10-E16, Q24, Q66). Complements tests/test_execute.py."""
+§5.11; checklist E10-E16, Q24, Q66). Complements tests/api/test_execute.py."""
 
 from __future__ import annotations
 

@@ -11,8 +11,8 @@ from agentauth.client.tokens import sign_agent_jwt
 from agentauth.models import Agent, Host
 from agentauth.testing import Keypair, host_token
 from tests.conftest import ISSUER, Api, assert_error
+from tests.domain.test_jwks import https_server, pki, srv, url  # noqa: F401 (fixtures)
 from tests.jwks_support import NAMES, JwksServer, jwks_document
-from tests.test_jwks import https_server, pki, srv, url  # noqa: F401 (fixtures)
 
 EXECUTE = ISSUER + "/capability/execute"
 pytestmark = pytest.mark.django_db

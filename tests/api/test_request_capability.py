@@ -1,6 +1,4 @@
-"""POST /agent/request-capability (spec §5.4; checklist RC1-RC9, Q29, CN8, S20).
-
-Complements the request-capability section of tests/test_capability_api.py."""
+"""POST /agent/request-capability (spec §5.4; checklist RC1-RC9, Q29, CN8, S20)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,4 @@
-"""POST /agent/introspect (spec §5.12; checklist I1-I6, Q2, Q3, Q14, S49).
-
-Complements the introspection section of tests/test_capability_api.py."""
+"""POST /agent/introspect (spec §5.12; checklist I1-I6, Q2, Q3, Q14, S49)."""
 
 from __future__ import annotations
 

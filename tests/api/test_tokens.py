@@ -339,7 +339,7 @@ class BrokenCache(LocMemCache):
     AGENTAUTH_REPLAY_CACHE_ALIAS="broken",
     CACHES={
         "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
-        "broken": {"BACKEND": "tests.test_tokens.BrokenCache"},
+        "broken": {"BACKEND": "tests.api.test_tokens.BrokenCache"},
     },
 )
 def test_cache_replay_guard_fails_closed(api: Api, known: Any) -> None:

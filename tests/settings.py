@@ -119,6 +119,7 @@ CELERY_TASK_ALWAYS_EAGER = not _broker_url
 CELERY_TASK_EAGER_PROPAGATES = True
 
 AGENTAUTH_ISSUER = "http://testserver/api/auth"
+AGENTAUTH_APPROVAL_METHODS = ["device_authorization", "ciba"]  # CIBA is opt-in
 SILENCED_SYSTEM_CHECKS = ["agentauth.W001"]  # the test issuer is plain http://testserver
 
 # The suite sends hundreds of requests from one address; tests/test_ratelimit.py switches the

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import re
 import shlex
 import urllib.request
@@ -43,7 +44,12 @@ DEMO_ORIGINS = ("http://127.0.0.1:8000", "https://support.example.com")
 SKIP = re.compile(r"<!--\s*docs-test:\s*skip:\s*(.+?)\s*-->")
 ID = re.compile(r"\b(?:agt|hst)_[A-Za-z0-9_-]{10,}")
 
-pytestmark = pytest.mark.django_db(transaction=True, reset_sequences=True)
+pytestmark = [
+    pytest.mark.django_db(transaction=True, reset_sequences=True),
+    pytest.mark.skipif(
+        not os.environ.get("AGENTAUTH_TEST_DOCS"), reason="docs tier: AGENTAUTH_TEST_DOCS=1"
+    ),
+]
 
 
 @dataclass

@@ -3,6 +3,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+PORT ?= 8000
+DEMO_STAMP := $(VENV)/.demo-installed
 
 .PHONY: venv demo test lint typecheck check-migrations
 
@@ -12,17 +14,24 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install -e '.[dev]'
-	touch $(STAMP)
+	$(BIN)/python -m pip install -e '.[all,dev]'
+	touch $(STAMP) $(DEMO_STAMP)
 
 # The demo runs with DEBUG on (static files, a development secret); nothing else does.
-DEMO_ENV := DJANGO_DEBUG=1
+DEMO_ENV := DJANGO_DEBUG=1 AGENTAUTH_ISSUER=http://127.0.0.1:$(PORT)/api/auth
 
-## demo: migrate the SQLite demo database, seed it and serve http://127.0.0.1:8000
-demo: venv
+## demo: migrate the SQLite demo database, seed it and serve http://127.0.0.1:$(PORT)
+## (make demo PORT=8001: the issuer, and so the discovery document, follows the port)
+demo: $(DEMO_STAMP)
 	$(DEMO_ENV) $(BIN)/python manage.py migrate --noinput
 	$(DEMO_ENV) $(BIN)/python manage.py seed_demo
-	$(DEMO_ENV) $(BIN)/python manage.py runserver 127.0.0.1:8000
+	$(DEMO_ENV) $(BIN)/python manage.py runserver 127.0.0.1:$(PORT)
+
+# The demo needs the package with its extras only, not the development tools.
+$(DEMO_STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -e '.[all]'
+	touch $(DEMO_STAMP)
 
 ## test: run the test suite (PYTEST_ARGS="-k replay -x" to narrow it)
 test: venv

@@ -159,10 +159,11 @@ def open_request(
     )
     CapabilityGrant.objects.filter(pk__in=[g.pk for g in grants]).update(approval=req)
     if method == ApprovalMethod.CIBA:
+        from .queueing import enqueue_on_commit
         from .tasks import send_ciba_notification
 
         # Enqueued whether or not the hint matched anyone: same work, same response.
-        transaction.on_commit(lambda: send_ciba_notification.delay(req.pk))
+        enqueue_on_commit(send_ciba_notification.s(req.pk))
     return IssuedApproval(req, code)
 
 

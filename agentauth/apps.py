@@ -12,11 +12,12 @@ class AgentAuthConfig(AppConfig):
         from django.contrib.auth.signals import user_logged_in
         from django.db.models.signals import pre_delete
 
-        from . import (
-            checks,  # noqa: F401  (registers the system checks)
-            tasks,  # noqa: F401  (registers the Celery tasks, dispatched by name)
-        )
+        from . import checks  # noqa: F401  (registers the system checks)
         from .capabilities import autodiscover
+        from .extras import installed
+
+        if installed("celery"):  # the [celery] extra; check E060 says when it is needed
+            from . import tasks  # noqa: F401  (registers the Celery tasks, dispatched by name)
 
         autodiscover()
         # Signing in is a fresh authentication for the approval pages (spec §8.11).

@@ -5,9 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth.models import AnonymousUser
-from rest_framework import exceptions
-from rest_framework.authentication import BaseAuthentication
-from rest_framework.request import Request
+
+from .extras import missing_message
+
+try:
+    from rest_framework import exceptions
+    from rest_framework.authentication import BaseAuthentication
+    from rest_framework.request import Request
+except ImportError as exc:  # the [drf] extra
+    raise ImportError(
+        missing_message("rest_framework", "agentauth.authentication (DRF authentication)")
+    ) from exc
 
 from . import guard
 from .conf import app_settings

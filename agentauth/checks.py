@@ -153,3 +153,142 @@ def check_jwks_fetching(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             )
         )
     return messages
+
+
+@register()
+def check_setting_names(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """A misspelt setting would otherwise be ignored silently, leaving the default in force."""
+    import difflib
+
+    from .conf import known_setting_names
+
+    known = known_setting_names()
+    warnings: list[Any] = []
+    for name in sorted(dir(settings)):
+        if not name.startswith("AGENTAUTH_") or name in known:
+            continue
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.8)
+        warnings.append(
+            Warning(
+                f"Unknown setting {name}: django-agentauth does not read it.",
+                hint=f"Did you mean {close[0]}?" if close else "See docs/settings.md.",
+                id="agentauth.W002",
+            )
+        )
+    return warnings
+
+
+def _needs_celery() -> list[str]:
+    """What, in these settings and capabilities, sends work through Celery."""
+    reasons = []
+    if "ciba" in app_settings.APPROVAL_METHODS:
+        reasons.append("'ciba' in AGENTAUTH_APPROVAL_METHODS")
+    reasons += [f"async capability {cap.name!r}" for cap in registry if cap.mode == "async"]
+    return reasons
+
+
+@register()
+def check_optional_dependencies(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """Each extra the configuration relies on is installed, and Celery can deliver."""
+    from .extras import installed, missing_message
+
+    errors: list[Any] = []
+    reasons = _needs_celery()
+    if reasons and not installed("celery"):
+        errors.append(
+            Error(
+                missing_message("celery", ", ".join(reasons)),
+                hint="Or leave CIBA out of AGENTAUTH_APPROVAL_METHODS (it is opt-in).",
+                id="agentauth.E060",
+            )
+        )
+    elif reasons:
+        from celery import current_app
+
+        conf = current_app.conf
+        if not conf.broker_url and not conf.task_always_eager:
+            errors.append(
+                Error(
+                    f"{', '.join(reasons)} needs Celery, but the current Celery app has no "
+                    "broker and does not run tasks eagerly, so the tasks cannot be queued.",
+                    hint="Create a Celery app that reads Django's CELERY_* settings (docs/"
+                    "lifecycle.md, 'Celery setup') with CELERY_BROKER_URL set and a worker "
+                    "running; or, for development only, CELERY_TASK_ALWAYS_EAGER = True.",
+                    id="agentauth.E061",
+                )
+            )
+    strong = [cap.name for cap in registry if cap.approval_strength == "webauthn"]
+    if strong and not installed("webauthn"):
+        errors.append(
+            Error(
+                missing_message("webauthn", f"webauthn-strength capability {strong[0]!r}"),
+                id="agentauth.E062",
+            )
+        )
+    drf_settings = str(getattr(settings, "REST_FRAMEWORK", ""))
+    uses_drf = "agentauth.authentication" in drf_settings or "agentauth.permissions" in drf_settings
+    if uses_drf and not installed("rest_framework"):
+        errors.append(
+            Error(
+                missing_message("rest_framework", "REST_FRAMEWORK's agentauth classes"),
+                id="agentauth.E063",
+            )
+        )
+    return errors
+
+
+@register(Tags.urls)
+def check_login_url(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """People sign in before they approve: LOGIN_URL must lead to a working sign-in page."""
+    from django.contrib.auth import views as auth_views
+    from django.shortcuts import resolve_url
+    from django.template import TemplateDoesNotExist
+    from django.template.loader import get_template
+    from django.urls import NoReverseMatch, Resolver404, resolve
+
+    login_url = str(settings.LOGIN_URL)
+    try:
+        path = urlsplit(resolve_url(login_url))
+    except NoReverseMatch:
+        path = urlsplit(login_url)
+    if path.netloc:
+        return []  # a sign-in service elsewhere: nothing to check from here
+    try:
+        match = resolve(path.path)
+    except Resolver404:
+        return [
+            Error(
+                f"LOGIN_URL {login_url!r} does not resolve to any view, so the approval pages "
+                "cannot send people to sign in.",
+                hint="Add path('accounts/', include('agentauth.login_urls')) to your urls.py "
+                "(a sign-in page that needs no template of yours), or point LOGIN_URL at your "
+                "own sign-in view.",
+                id="agentauth.E050",
+            )
+        ]
+    from .views.signin import SignInView
+
+    view_class = getattr(match.func, "view_class", None)
+    if (
+        view_class is not None
+        and issubclass(view_class, auth_views.LoginView)
+        and not issubclass(view_class, SignInView)  # falls back to its own template
+    ):
+        initkwargs = getattr(match.func, "view_initkwargs", {})
+        names = initkwargs.get("template_name", view_class.template_name)
+        for name in [names] if isinstance(names, str) else list(names or []):
+            try:
+                get_template(name)
+                return []
+            except TemplateDoesNotExist:
+                continue
+        return [
+            Warning(
+                f"LOGIN_URL {login_url!r} is a LoginView whose template {names!r} does not "
+                "exist: signing in would fail with TemplateDoesNotExist.",
+                hint="Use agentauth's sign-in page (path('accounts/', "
+                "include('agentauth.login_urls'))), or write the template.",
+                id="agentauth.W051",
+            )
+        ]
+    return []

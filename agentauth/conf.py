@@ -58,7 +58,9 @@ class AppSettings:
 
     @property
     def APPROVAL_METHODS(self) -> tuple[str, ...]:
-        return tuple(_get("APPROVAL_METHODS", ("device_authorization", "ciba")))
+        """Device authorization only by default: CIBA sends its notification through Celery,
+        so it is opt-in for projects that run a broker and a worker (system check E061)."""
+        return tuple(_get("APPROVAL_METHODS", ("device_authorization",)))
 
     @property
     def JWKS_URI(self) -> str | None:
@@ -335,3 +337,19 @@ def _opt_int(value: Any) -> int | None:
 
 
 app_settings = AppSettings()
+
+
+#: Read outside this class (by ``ratelimit``); known to the unknown-setting check all the same.
+OTHER_SETTINGS = ("RATE_LIMITS", "CLIENT_IP", "RATE_LIMIT_CACHE")
+#: Properties derived from other settings, not settings themselves.
+DERIVED = ("ORIGIN",)
+
+
+def known_setting_names() -> set[str]:
+    """Every ``AGENTAUTH_*`` name this app reads, for system check ``agentauth.W002``."""
+    names = {
+        name
+        for name, value in vars(AppSettings).items()
+        if isinstance(value, property) and name not in DERIVED
+    }
+    return {f"AGENTAUTH_{name}" for name in (*names, *OTHER_SETTINGS)}

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery import signature
 from django.db import transaction
 from django.urls import reverse
 
@@ -26,12 +25,20 @@ def status_url(job: Execution) -> str:
 
 
 def create(verified: VerifiedAgent, cap: Capability, arguments: dict[str, Any]) -> Execution:
-    """Store an accepted call and run it once the acceptance has committed."""
-    job = Execution.objects.create(
-        agent=verified.agent,
-        capability=cap.name,
-        arguments=arguments,
-        jti=str(verified.claims.get("jti", "")),
-    )
-    transaction.on_commit(lambda: signature(RUN_TASK, args=(job.pk,)).delay())
+    """Store an accepted call and run it once the acceptance has committed.
+
+    One transaction with the broker probe: no job row is left behind when the queue is down.
+    """
+    from celery import signature
+
+    from .queueing import enqueue_on_commit
+
+    with transaction.atomic():
+        job = Execution.objects.create(
+            agent=verified.agent,
+            capability=cap.name,
+            arguments=arguments,
+            jti=str(verified.claims.get("jti", "")),
+        )
+        enqueue_on_commit(signature(RUN_TASK, args=(job.pk,)))
     return job

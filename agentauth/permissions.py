@@ -7,8 +7,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
-from rest_framework.permissions import BasePermission
-from rest_framework.request import Request
+
+from .extras import missing_message
+
+try:
+    from rest_framework.permissions import BasePermission
+    from rest_framework.request import Request
+except ImportError as exc:  # the [drf] extra
+    raise ImportError(
+        missing_message("rest_framework", "agentauth.permissions (DRF permissions)")
+    ) from exc
 
 from . import guard
 from .authentication import AgentAuthError

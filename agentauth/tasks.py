@@ -6,9 +6,15 @@ Names are explicit so a beat schedule or a worker never depends on module paths.
 
 from __future__ import annotations
 
-from celery import shared_task
-
 from . import execution
+from .extras import missing_message
+
+try:
+    from celery import shared_task
+except ImportError as exc:  # the [celery] extra
+    raise ImportError(
+        missing_message("celery", "Async capabilities, CIBA notifications and the scheduled sweep")
+    ) from exc
 
 
 @shared_task(name="agentauth.run_capability", ignore_result=True)

@@ -13,22 +13,8 @@ import time
 from typing import Any
 
 from django.contrib.sessions.backends.base import SessionBase
+from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
-from webauthn import (
-    generate_authentication_options,
-    generate_registration_options,
-    options_to_json,
-    verify_authentication_response,
-    verify_registration_response,
-)
-from webauthn.helpers import base64url_to_bytes, bytes_to_base64url
-from webauthn.helpers.exceptions import WebAuthnException
-from webauthn.helpers.structs import (
-    AuthenticatorSelectionCriteria,
-    PublicKeyCredentialDescriptor,
-    ResidentKeyRequirement,
-    UserVerificationRequirement,
-)
 
 from .conf import app_settings
 from .errors import ProtocolError
@@ -40,6 +26,23 @@ STEPUP_DONE_KEY = "agentauth_webauthn_verified"
 CHALLENGE_TTL = 120
 #: How long a completed step-up stays valid for the approval it was made for.
 STEPUP_VALID_SECONDS = 300
+
+
+def _py_webauthn() -> Any:
+    """py_webauthn, which the ``[webauthn]`` extra installs.
+
+    Imported on first use so that a project without WebAuthn step-up runs without it; system
+    check ``agentauth.E062`` reports a ``webauthn``-strength capability declared without it.
+    """
+    try:
+        import webauthn
+        import webauthn.helpers.exceptions
+        import webauthn.helpers.structs
+    except ImportError as exc:
+        raise ImproperlyConfigured(
+            "WebAuthn step-up needs py_webauthn: pip install 'django-agentauth[webauthn]'"
+        ) from exc
+    return webauthn
 
 
 def _failure(message: str) -> ProtocolError:
@@ -54,45 +57,50 @@ def _pop_state(session: SessionBase, key: str) -> dict[str, Any]:
 
 
 def begin_registration(session: SessionBase, user: Any) -> dict[str, Any]:
+    lib = _py_webauthn()
     existing = WebAuthnCredential.objects.filter(user=user)
-    options = generate_registration_options(
+    options = lib.generate_registration_options(
         rp_id=app_settings.WEBAUTHN_RP_ID,
         rp_name=app_settings.WEBAUTHN_RP_NAME,
         user_name=user.get_username(),
         user_id=str(user.pk).encode(),
         user_display_name=user.get_full_name() or user.get_username(),
-        authenticator_selection=AuthenticatorSelectionCriteria(
-            resident_key=ResidentKeyRequirement.PREFERRED,
-            user_verification=UserVerificationRequirement.REQUIRED,
+        authenticator_selection=lib.helpers.structs.AuthenticatorSelectionCriteria(
+            resident_key=lib.helpers.structs.ResidentKeyRequirement.PREFERRED,
+            user_verification=lib.helpers.structs.UserVerificationRequirement.REQUIRED,
         ),
         exclude_credentials=[
-            PublicKeyCredentialDescriptor(id=base64url_to_bytes(c.credential_id)) for c in existing
+            lib.helpers.structs.PublicKeyCredentialDescriptor(
+                id=lib.helpers.base64url_to_bytes(c.credential_id)
+            )
+            for c in existing
         ],
     )
     session[REGISTRATION_KEY] = {
-        "challenge": bytes_to_base64url(options.challenge),
+        "challenge": lib.helpers.bytes_to_base64url(options.challenge),
         "user": str(user.pk),
         "at": time.time(),
     }
-    result: dict[str, Any] = json.loads(options_to_json(options))
+    result: dict[str, Any] = json.loads(lib.options_to_json(options))
     return result
 
 
 def complete_registration(
     session: SessionBase, user: Any, credential: Any, name: str = "Passkey"
 ) -> WebAuthnCredential:
+    lib = _py_webauthn()
     state = _pop_state(session, REGISTRATION_KEY)
     if state.get("user") != str(user.pk):
         raise _failure("This registration was started by another user")
     try:
-        verified = verify_registration_response(
+        verified = lib.verify_registration_response(
             credential=credential,
-            expected_challenge=base64url_to_bytes(state["challenge"]),
+            expected_challenge=lib.helpers.base64url_to_bytes(state["challenge"]),
             expected_rp_id=app_settings.WEBAUTHN_RP_ID,
             expected_origin=list(app_settings.WEBAUTHN_ORIGINS),
             require_user_verification=True,
         )
-    except (WebAuthnException, ValueError, KeyError, TypeError) as exc:
+    except (lib.helpers.exceptions.WebAuthnException, ValueError, KeyError, TypeError) as exc:
         raise _failure(f"WebAuthn registration failed: {exc}") from None
     transports = (
         credential.get("response", {}).get("transports", []) if isinstance(credential, dict) else []
@@ -101,8 +109,8 @@ def complete_registration(
         user=user,
         name=name[:64] or "Passkey",
         confirmed=True,
-        credential_id=bytes_to_base64url(verified.credential_id),
-        public_key=bytes_to_base64url(verified.credential_public_key),
+        credential_id=lib.helpers.bytes_to_base64url(verified.credential_id),
+        public_key=lib.helpers.bytes_to_base64url(verified.credential_public_key),
         sign_count=verified.sign_count,
         transports=[t for t in transports if isinstance(t, str)][:8],
         aaguid=str(verified.aaguid or ""),
@@ -110,6 +118,7 @@ def complete_registration(
 
 
 def begin_stepup(session: SessionBase, user: Any, approval_id: str) -> dict[str, Any]:
+    lib = _py_webauthn()
     credentials = list(WebAuthnCredential.objects.filter(user=user, confirmed=True))
     if not credentials:
         raise ProtocolError(
@@ -117,28 +126,31 @@ def begin_stepup(session: SessionBase, user: Any, approval_id: str) -> dict[str,
             "Register a passkey or security key before approving this capability",
             status=403,
         )
-    options = generate_authentication_options(
+    options = lib.generate_authentication_options(
         rp_id=app_settings.WEBAUTHN_RP_ID,
         allow_credentials=[
-            PublicKeyCredentialDescriptor(id=base64url_to_bytes(c.credential_id))
+            lib.helpers.structs.PublicKeyCredentialDescriptor(
+                id=lib.helpers.base64url_to_bytes(c.credential_id)
+            )
             for c in credentials
         ],
         # Spec §8.11: MUST be "required", never "preferred" or "discouraged".
-        user_verification=UserVerificationRequirement.REQUIRED,
+        user_verification=lib.helpers.structs.UserVerificationRequirement.REQUIRED,
     )
     session[STEPUP_KEY] = {
-        "challenge": bytes_to_base64url(options.challenge),
+        "challenge": lib.helpers.bytes_to_base64url(options.challenge),
         "user": str(user.pk),
         "approval": approval_id,
         "at": time.time(),
     }
-    result: dict[str, Any] = json.loads(options_to_json(options))
+    result: dict[str, Any] = json.loads(lib.options_to_json(options))
     return result
 
 
 def complete_stepup(
     session: SessionBase, user: Any, approval_id: str, credential: Any
 ) -> WebAuthnCredential:
+    lib = _py_webauthn()
     state = _pop_state(session, STEPUP_KEY)
     if state.get("user") != str(user.pk) or state.get("approval") != approval_id:
         raise _failure("This WebAuthn challenge was issued for another approval")
@@ -149,16 +161,16 @@ def complete_stepup(
     if device is None:
         raise _failure("WebAuthn credential not recognised")
     try:
-        verified = verify_authentication_response(
+        verified = lib.verify_authentication_response(
             credential=credential,
-            expected_challenge=base64url_to_bytes(state["challenge"]),
+            expected_challenge=lib.helpers.base64url_to_bytes(state["challenge"]),
             expected_rp_id=app_settings.WEBAUTHN_RP_ID,
             expected_origin=list(app_settings.WEBAUTHN_ORIGINS),
-            credential_public_key=base64url_to_bytes(device.public_key),
+            credential_public_key=lib.helpers.base64url_to_bytes(device.public_key),
             credential_current_sign_count=device.sign_count,
             require_user_verification=True,
         )
-    except (WebAuthnException, ValueError, KeyError, TypeError) as exc:
+    except (lib.helpers.exceptions.WebAuthnException, ValueError, KeyError, TypeError) as exc:
         raise _failure(f"WebAuthn verification failed: {exc}") from None
     # py_webauthn has refused a counter that did not move forward (a cloned authenticator).
     device.sign_count = verified.new_sign_count

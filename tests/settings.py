@@ -121,6 +121,7 @@ CELERY_TASK_EAGER_PROPAGATES = True
 AGENTAUTH_ISSUER = "http://testserver/api/auth"
 # Resource servers' secret for POST /agent/introspect (tests.conftest.INTROSPECTION_SECRET).
 AGENTAUTH_INTROSPECTION_TOKENS = ["introspection-secret-for-tests"]
+AGENTAUTH_APPROVAL_METHODS = ["device_authorization", "ciba"]  # CIBA is opt-in
 SILENCED_SYSTEM_CHECKS = ["agentauth.W001"]  # the test issuer is plain http://testserver
 
 # The suite sends hundreds of requests from one address; tests/api/test_ratelimit.py switches the

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.http.response import HttpResponseBase
@@ -76,12 +77,43 @@ def read_json_body(request: HttpRequest, *, allow_empty: bool = False) -> dict[s
     return body
 
 
+_origin_warned = False
+
+
+def warn_if_foreign_origin(request: HttpRequest) -> None:
+    """In DEBUG, say once when requests arrive on an origin other than the issuer's.
+
+    The discovery document and every token audience use ``AGENTAUTH_ISSUER``, never the
+    ``Host`` header; a server started on another port than the issuer names advertises
+    endpoints that clients then fail to reach or to authenticate against.
+    """
+    global _origin_warned
+    if _origin_warned or not settings.DEBUG:
+        return
+    try:
+        origin = f"{request.scheme}://{request.get_host()}"
+    except SuspiciousOperation:
+        return
+    if origin != app_settings.ORIGIN:
+        _origin_warned = True
+        logger.warning(
+            "agentauth: a request arrived on %s, but AGENTAUTH_ISSUER is %s; the discovery "
+            "document and token audiences name the issuer's origin, so clients using %s will "
+            "fail. Set AGENTAUTH_ISSUER to the URL clients use (e.g. make demo PORT=8001 sets "
+            "it). Logged once.",
+            origin,
+            app_settings.ISSUER,
+            origin,
+        )
+
+
 @method_decorator(csrf_exempt, name="dispatch")
 class ProtocolView(View):
     """JWT-authenticated JSON endpoint: CSRF does not apply (no cookies are used)."""
 
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         method = (request.method or "").lower()
+        warn_if_foreign_origin(request)
         try:
             if method not in self.http_method_names or not hasattr(self, method):
                 allowed = self.allow_header()

@@ -5,7 +5,9 @@
 - ``AGENTAUTH_BENCH_PORT``: the loopback port gunicorn binds (the issuer is derived from it);
 - ``AGENTAUTH_BENCH_DATABASE_URL``: ``postgres://...`` of the freshly created benchmark database;
 - ``AGENTAUTH_BENCH_CONN_MAX_AGE``: Django's ``CONN_MAX_AGE`` (seconds; 0 = one PostgreSQL
-  connection per request, Django's default).
+  connection per request, Django's default);
+- ``AGENTAUTH_BENCH_REPLAY_GUARD``: ``database`` (default) or ``cache``, the latter with Redis at
+  ``AGENTAUTH_BENCH_REDIS_URL`` as the default cache.
 
 The benchmark measures what a request costs, so every rate limit is off here (the per-agent
 limit of 60/minute alone would refuse almost all of its executions) and nowhere else.
@@ -50,6 +52,15 @@ DATABASES = {
         "CONN_HEALTH_CHECKS": True,
     }
 }
+
+AGENTAUTH_REPLAY_GUARD = os.environ.get("AGENTAUTH_BENCH_REPLAY_GUARD") or "database"
+if AGENTAUTH_REPLAY_GUARD == "cache":
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": os.environ.get("AGENTAUTH_BENCH_REDIS_URL") or "redis://127.0.0.1:6379/0",
+        }
+    }
 
 # Celery stays eager (no broker): nothing on these two paths enqueues work.
 # Warnings and errors only, so the captured gunicorn log shows failures and not every request.

@@ -49,7 +49,7 @@ DATABASES = {
             )
         ),
         "CONN_MAX_AGE": int(os.environ.get("AGENTAUTH_BENCH_CONN_MAX_AGE", "0")),
-        "CONN_HEALTH_CHECKS": True,
+        "CONN_HEALTH_CHECKS": os.environ.get("AGENTAUTH_BENCH_CONN_HEALTH_CHECKS") == "1",
     }
 }
 

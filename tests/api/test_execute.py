@@ -239,17 +239,19 @@ def test_execution_slides_the_session(api: Api, agent: Any) -> None:
 
 
 def test_warm_execution_query_budget(api: Api, agent: Any) -> None:
-    # Issue acceptance: at most 4 queries per execution with the database replay guard, warm.
-    # Counted: data statements. SAVEPOINT/RELEASE come from the test's own transaction (in
-    # production under autocommit the replay insert is its own transaction, no savepoint).
+    # Counted: data statements (round trips on PostgreSQL, BEGIN/COMMIT included, are counted in
+    # test_execute_hot_path.py). SAVEPOINT/RELEASE come from the test's own transaction.
     execute(api, agent, "check_balance", {"account_id": "a"})  # warm: the session has slid
     with CaptureQueriesContext(connection) as captured:
         reply = execute(api, agent, "check_balance", {"account_id": "a"})
     assert reply.status == 200
     statements = [q["sql"] for q in captured.captured_queries]
     data = [sql for sql in statements if not sql.startswith(("SAVEPOINT", "RELEASE SAVEPOINT"))]
-    assert len(data) <= 4, data
-    assert [sql.split()[0] for sql in data] == ["SELECT", "INSERT", "SELECT", "INSERT"]
+    if connection.vendor == "postgresql":
+        # The jti record and the locked read of agent, host and grant are one statement.
+        assert [sql.split()[0] for sql in data] == ["WITH", "INSERT"], data
+    else:
+        assert [sql.split()[0] for sql in data] == ["INSERT", "SELECT", "INSERT"], data
 
 
 # --- async ----------------------------------------------------------------------------------

@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             try:
                 procs = start_all(args, Path(tmp))
-                for name, (proc, url) in procs.items():
+                for name, (_proc, url) in procs.items():
                     target = discover(url, timeout=60)
                     workloads[name] = Workload(
                         target,
@@ -302,13 +302,13 @@ def report(results: dict[str, Any]) -> None:
                 f"{r['rps_per_round']} / {r['loadavg_1m']}"
             )
     print(
-        "\n(srv ms / pg ms: CPU of the server's process tree / of PostgreSQL per successful request)"
+        "\n(srv ms / pg ms: CPU of the server's process tree / of PostgreSQL per successful"
+        " request; PostgreSQL's includes anything else using it at the time)"
     )
     for row in results["ratios"]:
         bound = f">= {row['min']}" if "min" in row else f"<= {row['max']}"
-        print(
-            f"  {row['target']:42} {row['ratio']:6.2f}  (target {bound})  {'met' if row['met'] else 'NOT MET'}"
-        )
+        verdict = "met" if row["met"] else "NOT MET"
+        print(f"  {row['target']:42} {row['ratio']:6.2f}  (target {bound})  {verdict}")
 
 
 if __name__ == "__main__":

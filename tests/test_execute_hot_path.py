@@ -1,7 +1,8 @@
 """The execute hot path (``agentauth.fastpath``): same answers and guarantees, fewer round trips.
 
 Behaviour tests run on every database; round-trip budgets need PostgreSQL
-(``AGENTAUTH_TEST_DATABASE_URL``), the cache replay guard's also Redis (``AGENTAUTH_TEST_REDIS_URL``).
+(``AGENTAUTH_TEST_DATABASE_URL``), the cache replay guard's also Redis
+(``AGENTAUTH_TEST_REDIS_URL``).
 """
 
 from __future__ import annotations
@@ -45,8 +46,17 @@ def test_success_spends_the_jti_and_audits_in_one_commit(api: Api, agent: Any) -
     assert call(api, agent, token).status == 200
     assert ReplayRecord.objects.count() == 1
     row = AuditEvent.objects.get(kind="capability.executed")
-    assert row.data["mode"] == "sync" and row.data["jti"]
-    assert row.agent_id == agent[0].pk and row.host_id == agent[0].host_id
+    # The same row execution.record writes on the general path.
+    assert (row.actor_type, row.actor_id, row.agent_id, row.host_id, row.user_id) == (
+        "agent",
+        agent[0].pk,
+        agent[0].pk,
+        agent[0].host_id,
+        str(agent[0].user_id),
+    )
+    assert (row.capability, row.outcome, row.error_code) == ("check_balance", "ok", "")
+    assert row.data == {"jti": ReplayRecord.objects.get().key and row.data["jti"], "mode": "sync"}
+    assert row.data["jti"] and row.created_at is not None
     assert_error(call(api, agent, token), 401, "invalid_jwt")  # replay, spec §4.6
 
 

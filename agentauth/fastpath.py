@@ -133,9 +133,7 @@ def execute(
     assert verified is not None
     if failure is not None:
         if database_guard:
-            ReplayRecord.objects.bulk_create(
-                [ReplayRecord(key=key, expires_at=until)], ignore_conflicts=True
-            )
+            replay.insert(key, until)
         execution.record(verified, cap.name, error=failure)
         raise failure
     # After the commit, as on the general path: the session slides (at most one write per
@@ -190,7 +188,8 @@ class _Shape:
 
 @cache
 def _statements(vendor: str, with_replay: bool) -> tuple[str | None, str, tuple[_Shape, ...]]:
-    """(replay insert or None, the select, shapes); per process, per vendor and guard."""
+    """(``"separate"`` when the jti record is inserted by its own statement, the select, the
+    shapes); per process, per vendor and guard."""
     qn = connection.ops.quote_name
     a, h, g = _Shape(Agent, "a"), _Shape(Host, "h"), _Shape(CapabilityGrant, "g")
     am, hm, gm, rm = Agent._meta, Host._meta, CapabilityGrant._meta, ReplayRecord._meta
@@ -229,7 +228,7 @@ def _statements(vendor: str, with_replay: bool) -> tuple[str | None, str, tuple[
         f" FROM {qn(gm.db_table)} WHERE {grant_where})"
         f" WHERE a.{col(am, 'id')} = %s"
     )
-    return (insert if with_replay else None), select, (a, h, g)
+    return ("separate" if with_replay else None), select, (a, h, g)
 
 
 def _load(
@@ -238,15 +237,14 @@ def _load(
     """Agent, host, locked active grant (or ``None``) and whether the ``jti`` record was
     inserted now; ``None`` when no such agent."""
     insert, select, (a, h, g) = _statements(connection.vendor, key is not None)
-    expires = ReplayRecord._meta.get_field("expires_at").get_db_prep_save(until, connection)
+    spent = True
+    params: list[Any] = [capability, GrantStatus.ACTIVE.value, agent_id]
+    if key is not None and insert:
+        spent = replay.insert(key, until)
+    elif key is not None:
+        expires = ReplayRecord._meta.get_field("expires_at").get_db_prep_save(until, connection)
+        params = [key, expires, *params]
     with connection.cursor() as cursor:
-        spent = True
-        params: list[Any] = [capability, GrantStatus.ACTIVE.value, agent_id]
-        if insert is not None:
-            cursor.execute(insert, [key, expires])
-            spent = cursor.rowcount == 1
-        elif key is not None:
-            params = [key, expires, *params]
         cursor.execute(select, params)
         row = cursor.fetchone()
     if row is None:

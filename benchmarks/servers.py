@@ -132,7 +132,7 @@ class Process:
 
 
 def ours_env(
-    port: int, db: str, conn_max_age: int, replay_guard: str, redis_url: str
+    port: int, db: str, conn_max_age: int, replay_guard: str, redis_url: str, pool: int = 0
 ) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "CELERY_BROKER_URL"}
     env.update(
@@ -142,6 +142,7 @@ def ours_env(
         AGENTAUTH_BENCH_CONN_MAX_AGE=str(conn_max_age),
         AGENTAUTH_BENCH_REPLAY_GUARD=replay_guard,
         AGENTAUTH_BENCH_REDIS_URL=redis_url,
+        AGENTAUTH_BENCH_POOL=str(pool) if pool else "",
         PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     )
     return env

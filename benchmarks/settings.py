@@ -28,9 +28,9 @@ DEBUG = False
 ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
 
 AGENTAUTH_ISSUER = f"http://127.0.0.1:{_PORT}/api/auth"
-# Benchmark only: autonomous agents asking for ticket.read are active at once, so the load test
+# Benchmark only: autonomous agents asking for ticket.read (or ticket.watch, the stream benchmark) are active at once, so the load test
 # can execute without a person. The example project itself grants nothing before approval.
-AGENTAUTH_AUTONOMOUS_AUTO_APPROVE = ["ticket.read"]
+AGENTAUTH_AUTONOMOUS_AUTO_APPROVE = ["ticket.read", "ticket.watch"]
 AGENTAUTH_INTROSPECTION_TOKENS = ["benchmark-only"]
 AGENTAUTH_RATE_LIMITS = {
     "ip": None,
@@ -49,6 +49,13 @@ DATABASES = {
             )
         ),
         "CONN_MAX_AGE": int(os.environ.get("AGENTAUTH_BENCH_CONN_MAX_AGE", "0")),
+        # AGENTAUTH_BENCH_POOL=N: psycopg's connection pool, at most N connections per process
+        # (then CONN_MAX_AGE must be 0); the choice for ASGI, where each request has a thread.
+        **(
+            {"OPTIONS": {"pool": {"min_size": 1, "max_size": int(_POOL)}}}
+            if (_POOL := os.environ.get("AGENTAUTH_BENCH_POOL"))
+            else {}
+        ),
         "CONN_HEALTH_CHECKS": os.environ.get("AGENTAUTH_BENCH_CONN_HEALTH_CHECKS") == "1",
     }
 }

@@ -22,25 +22,27 @@ Anything else falls back, before the handler has run, to the general path: the t
 rolled back (so the ``jti`` is not spent by this attempt) and ``ExecuteView`` handles the request
 from the start, producing exactly its errors, audit rows and state transitions. The fallback
 covers every refusal (bad signature, replay, revoked agent, missing grant, schema, constraints,
-rate limit), a clock transition that is due, non-public, async or stream capabilities and other
-databases than PostgreSQL and SQLite. A handler that raises rolls back its writes with the
-transaction; the ``jti`` is then spent again (if another request spent it meanwhile, that one
-was its only acceptance) and the refusal audited, as on the general path.
+rate limit), a clock transition that is due, keys published at a JWKS URL, non-public, async or
+stream capabilities and other databases than PostgreSQL and SQLite. A handler that raises rolls
+back its writes with the transaction; the ``jti`` is then spent again (if another request spent
+it meanwhile, that one was its only acceptance) and the refusal audited, as on the general path.
 
 The SQL is built once per process from the models' metadata, so renamed columns follow the models.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Collection
 from datetime import datetime
 from functools import cache
 from typing import Any
 
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, models, transaction
 from django.utils import timezone
 
-from . import execution, ratelimit, replay, signals, tokens
+from . import clocks, execution, ratelimit, replay, signals, tokens
 from .capabilities import Capability, registry
 from .conf import app_settings
 from .errors import ProtocolError
@@ -101,6 +103,9 @@ def execute(
         if row is None:
             raise Fallback
         agent, host, grant, spent = row
+        if agent.jwks_url is not None or host.jwks_url is not None:
+            # Keys at a JWKS URL may need a fetch: never with the grant row locked.
+            raise Fallback
         try:
             tokens.verify_agent_signature(parsed, agent, host, iss)
         except ProtocolError:
@@ -127,9 +132,15 @@ def execute(
         except Exception as exc:
             failure = execution.handler_error(exc)
             failure.__cause__ = exc
-            transaction.set_rollback(True)
         else:
+            try:
+                json.dumps(data, cls=DjangoJSONEncoder)  # as the response will encode it
+            except (TypeError, ValueError):
+                failure = ProtocolError("internal_error", "The capability returned non-JSON data")
+        if failure is None:
             _insert_audit(agent, cap.name, jti)
+        else:
+            transaction.set_rollback(True)  # what the handler wrote goes, with the jti record
     assert verified is not None
     if failure is not None:
         if database_guard:
@@ -138,9 +149,7 @@ def execute(
         raise failure
     # After the commit, as on the general path: the session slides (at most one write per
     # window) and receivers see a call that really happened.
-    from . import lifecycle
-
-    lifecycle.touch(agent)
+    clocks.touch(agent)
     signals.capability_executed.send(
         sender=Agent, agent=agent, capability=cap.name, jti=jti, mode="sync"
     )
@@ -157,6 +166,12 @@ def _may_act(agent: Agent, host: Host, now: datetime) -> bool:
     return not (agent.expires_at is not None and now >= agent.expires_at)
 
 
+def _column(field: Any) -> str:
+    column = getattr(field, "column", None)
+    assert isinstance(column, str), field
+    return column
+
+
 # --- SQL -----------------------------------------------------------------------------------------
 
 Converter = Callable[[Any, Any, Any], Any]
@@ -170,7 +185,7 @@ class _Shape:
         self.model = model
         self.fields = list(model._meta.concrete_fields)
         self.names = [f.attname for f in self.fields]
-        self.columns = [f"{alias}.{qn(f.column)}" for f in self.fields]
+        self.columns = [f"{alias}.{qn(_column(f))}" for f in self.fields]
         self.converters: list[tuple[list[Converter], Any]] = []
         for f in self.fields:
             col = f.get_col(alias)
@@ -195,7 +210,7 @@ def _statements(vendor: str, with_replay: bool) -> tuple[str | None, str, tuple[
     am, hm, gm, rm = Agent._meta, Host._meta, CapabilityGrant._meta, ReplayRecord._meta
 
     def col(meta: Any, name: str) -> str:
-        return qn(meta.get_field(name).column)
+        return qn(_column(meta.get_field(name)))
 
     grant_where = (
         f"{col(gm, 'agent')} = a.{col(am, 'id')} AND {col(gm, 'capability')} = %s"
@@ -212,7 +227,7 @@ def _statements(vendor: str, with_replay: bool) -> tuple[str | None, str, tuple[
     if vendor == "postgresql":
         # The grant row is locked by the statement that reads it (spec §8.17); the replay record
         # is inserted by the same statement, so the whole read is one round trip.
-        gcols = ", ".join(qn(f.column) for f in g.fields)
+        gcols = ", ".join(qn(_column(f)) for f in g.fields)
         spent = ", (SELECT count(*) FROM spent)" if with_replay else ""
         select = (
             (f"WITH spent AS ({insert} RETURNING 1) " if with_replay else "")
@@ -281,7 +296,7 @@ _AUDIT_COLUMNS = (
 def _audit_sql(vendor: str) -> str:
     qn = connection.ops.quote_name
     meta = AuditEvent._meta
-    columns = ", ".join(qn(meta.get_field(name).column) for name in _AUDIT_COLUMNS)
+    columns = ", ".join(qn(_column(meta.get_field(name))) for name in _AUDIT_COLUMNS)
     marks = ", ".join(["%s"] * len(_AUDIT_COLUMNS))
     return f"INSERT INTO {qn(meta.db_table)} ({columns}) VALUES ({marks})"
 

@@ -28,8 +28,9 @@ DEBUG = False
 ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
 
 AGENTAUTH_ISSUER = f"http://127.0.0.1:{_PORT}/api/auth"
-# Benchmark only: autonomous agents asking for ticket.read (or ticket.watch, the stream benchmark) are active at once, so the load test
-# can execute without a person. The example project itself grants nothing before approval.
+# Benchmark only: autonomous agents asking for ticket.read (or ticket.watch, for the stream
+# benchmark) are active at once, so the load test can execute without a person. The example
+# project itself grants nothing before approval.
 AGENTAUTH_AUTONOMOUS_AUTO_APPROVE = ["ticket.read", "ticket.watch"]
 AGENTAUTH_INTROSPECTION_TOKENS = ["benchmark-only"]
 AGENTAUTH_RATE_LIMITS = {

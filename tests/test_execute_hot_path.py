@@ -101,10 +101,10 @@ def test_bad_signature_spends_nothing(api: Api, agent: Any) -> None:
 
 
 def test_revocation_is_effective_for_the_next_call(api: Api, agent: Any) -> None:
-    from agentauth import lifecycle
+    from agentauth import agents
 
     assert call(api, agent).status == 200
-    lifecycle.revoke_agent(agent[0], actor_type="user")
+    agents.revoke_agent(agent[0], actor_type="user")
     assert_error(call(api, agent), 403, "agent_revoked")
 
 
@@ -219,3 +219,22 @@ def test_one_jti_is_accepted_once_across_connections(agent: Any) -> None:
         t.join(30)
     assert sorted(statuses) == [200] + [401] * (n - 1)
     assert AuditEvent.objects.filter(kind="capability.executed").count() == 1
+
+
+def test_non_json_result_on_the_hot_path_is_one_refusal(
+    api: Api, agent: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # spec §5.11: one call, one audit row; the handler's writes are rolled back with it.
+    def non_json(ctx: Any, *, account_id: str) -> Any:
+        AuditEvent.objects.create(kind="written.by.handler", actor_type="system")
+        return {1, 2}
+
+    cap = registry.get("check_balance")
+    assert cap is not None and cap.public
+    monkeypatch.setitem(
+        registry._by_name, "check_balance", dataclasses.replace(cap, handler=non_json)
+    )
+    assert_error(call(api, agent), 500, "internal_error")
+    rows = AuditEvent.objects.filter(capability="check_balance")
+    assert [(r.kind, r.error_code) for r in rows] == [("capability.refused", "internal_error")]
+    assert not AuditEvent.objects.filter(kind="written.by.handler").exists()

@@ -15,7 +15,8 @@ Servers (``--servers``, comma separated):
   with PostgreSQL (``--ref-db``, dropped and recreated).
 - ``ours:N``: gunicorn with N sync workers, PostgreSQL (``--db``, dropped and recreated),
   ``CONN_MAX_AGE=60``, the database replay guard; ``ours-cache:N`` the same with the Redis replay
-  guard (``--redis``); ``ours-asgi:N`` N uvicorn workers under gunicorn.
+  guard (``--redis``); ``ours-asgi:N`` N uvicorn workers under gunicorn (psycopg pool of 10
+  connections per worker instead of persistent connections).
 
 Exit status: 0, 1 if a server failed more than 1% of its requests, 2 if the setup failed.
 """
@@ -113,7 +114,11 @@ def start_all(args: argparse.Namespace, tmp: Path) -> dict[str, tuple[servers.Pr
             proc = servers.start_reference(ref_copy, port, db)
         elif kind in ("ours", "ours-cache", "ours-asgi"):
             guard = "cache" if kind == "ours-cache" else "database"
-            env = servers.ours_env(port, args.db, 60, guard, args.redis)
+            if kind == "ours-asgi":
+                # A thread per request under ASGI: pooled connections, not persistent ones.
+                env = servers.ours_env(port, args.db, 0, guard, args.redis, pool=10)
+            else:
+                env = servers.ours_env(port, args.db, 60, guard, args.redis)
             if ours_ready is None:
                 servers.recreate_database(args.db)
                 ours_ready = servers.prepare_ours(env)

@@ -240,7 +240,7 @@ def test_execution_slides_the_session(api: Api, agent: Any) -> None:
 
 def test_warm_execution_query_budget(api: Api, agent: Any) -> None:
     # Counted: data statements (round trips on PostgreSQL, BEGIN/COMMIT included, are counted in
-    # test_execute_hot_path.py). SAVEPOINT/RELEASE come from the test's own transaction.
+    # tests/api/test_execute_hot_path.py). SAVEPOINT/RELEASE come from the test's own transaction.
     execute(api, agent, "check_balance", {"account_id": "a"})  # warm: the session has slid
     with CaptureQueriesContext(connection) as captured:
         reply = execute(api, agent, "check_balance", {"account_id": "a"})
@@ -543,7 +543,7 @@ def test_warm_execution_under_autocommit(api: Api, executor: Any) -> None:
     # Issue acceptance: one transaction per warm execution. Under autocommit (as in production,
     # no test transaction around the request) SQLite's backend logs BEGIN/COMMIT as queries:
     # one BEGIN, the jti record, the agent+host+grant read, the audit row, one COMMIT.
-    # (Round trips on PostgreSQL: tests/test_execute_hot_path.py.)
+    # (Round trips on PostgreSQL: tests/api/test_execute_hot_path.py.)
     run(api, executor, "check_balance", {"account_id": "a"})  # warm: the session has slid
     with CaptureQueriesContext(connection) as captured:
         reply = run(api, executor, "check_balance", {"account_id": "a"})

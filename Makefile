@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 PORT ?= 8000
 DEMO_STAMP := $(VENV)/.demo-installed
 
-.PHONY: venv demo test lint typecheck check-migrations
+.PHONY: venv demo test lint typecheck check-migrations bench
 
 ## venv: create .venv and install the package with its dev extras (skipped when up to date)
 venv: $(STAMP)
@@ -46,3 +46,7 @@ typecheck: venv
 
 check-migrations: venv
 	$(DEMO_ENV) $(BIN)/python manage.py makemigrations agentauth support --check --dry-run
+
+## bench: ours vs the TypeScript reference server, side by side (PostgreSQL, Node; < 5 minutes)
+bench: venv
+	$(BIN)/python -m benchmarks.compare $(BENCH_ARGS)

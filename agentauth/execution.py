@@ -11,17 +11,19 @@ revocation cannot slip between check and effect (§8.17).
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import jsonschema
+from asgiref.sync import sync_to_async
 from django.core.exceptions import ObjectDoesNotExist, ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import transaction
+from django.db import connections, transaction
 from django.utils import timezone
 
 from . import audit, constraints, jobs, signals
@@ -63,7 +65,7 @@ class Outcome:
     mode: str
     data: Any = None
     job: Execution | None = None
-    events: Iterator[tuple[str, str]] | None = None
+    events: Iterator[tuple[str, str]] | AsyncIterator[tuple[str, str]] | None = None
 
 
 def execute(verified: VerifiedAgent, name: Any, arguments: Any, request: Any = None) -> Outcome:
@@ -84,7 +86,11 @@ def execute(verified: VerifiedAgent, name: Any, arguments: Any, request: Any = N
             return Outcome("async", job=job)
         if cap.mode == "stream":
             grant = authorize(verified, cap, arguments)
-            events = _stream(verified, cap, grant, arguments)
+            events: Iterator[tuple[str, str]] | AsyncIterator[tuple[str, str]]
+            if inspect.isasyncgenfunction(_handler(cap)):
+                events = _astream(verified, cap, grant, arguments)
+            else:
+                events = _stream(verified, cap, grant, arguments)
             record(verified, cap.name, mode="stream")
             return Outcome("stream", events=events)
         data = run_sync(verified, cap, arguments, request)
@@ -125,18 +131,27 @@ def authorize(
     The schema is never optional: constraints compare raw values, so they mean what they say
     only for arguments of the declared types and spellings.
     """
-    claim = verified.capabilities_claim
-    if claim is not None and cap.name not in claim:
-        raise ProtocolError(
-            "capability_not_granted", f"This JWT is not valid for capability '{cap.name}'"
-        )
-    now = timezone.now()
+    check_claim(verified, cap)
     grants = CapabilityGrant.objects.filter(
         agent=verified.agent, capability=cap.name, status=GrantStatus.ACTIVE
     )
     if lock:
         grants = grants.select_for_update()
-    grant = grants.first()
+    return check_grant(grants.first(), cap, arguments)
+
+
+def check_claim(verified: VerifiedAgent, cap: Capability) -> None:
+    """The JWT's ``capabilities`` claim, when present, must name ``cap`` (spec §4.3)."""
+    claim = verified.capabilities_claim
+    if claim is not None and cap.name not in claim:
+        raise ProtocolError(
+            "capability_not_granted", f"This JWT is not valid for capability '{cap.name}'"
+        )
+
+
+def check_grant(grant: CapabilityGrant | None, cap: Capability, arguments: Any) -> CapabilityGrant:
+    """The agent's active grant of ``cap`` (``None``: it has none) permits these arguments."""
+    now = timezone.now()
     if grant is None or not grant.is_effective(now):
         raise ProtocolError(
             "capability_not_granted", f"Agent has no active grant for capability '{cap.name}'"
@@ -159,6 +174,8 @@ def validate_arguments(cap: Capability, arguments: dict[str, Any]) -> None:
     if cap.input is None:
         return
     validator = _validator(cap)
+    if validator.is_valid(arguments):  # the common case, without collecting every error
+        return
     error = jsonschema.exceptions.best_match(validator.iter_errors(arguments))
     if error is not None:
         path = "/".join(str(p) for p in error.absolute_path)
@@ -305,8 +322,7 @@ def _stream(
                 raise ProtocolError("stream_timeout", "Stream time limit")
             if now - last_check > app_settings.STREAM_RECHECK_SECONDS:
                 last_check = now
-                agent = Agent.objects.select_related("host").get(pk=verified.agent.pk)
-                ensure_may_act(agent, agent.host)
+                _recheck(verified.agent.pk)
             try:
                 text = _json(chunk)
             except (TypeError, ValueError):
@@ -316,6 +332,56 @@ def _stream(
     except Exception as exc:
         yield "error", _json(handler_error(exc).body())
     yield "done", _json({})
+
+
+async def _astream(
+    verified: VerifiedAgent, cap: Capability, grant: CapabilityGrant, arguments: dict[str, Any]
+) -> AsyncIterator[tuple[str, str]]:
+    """``_stream`` for an ``async def`` generator handler, with the same limits and re-checks.
+
+    Under ASGI an open stream of such a handler is a coroutine waiting for its next chunk, not a
+    worker process or thread held for the stream's lifetime (docs/deployment.md).
+    """
+    handler = _handler(cap)
+    ctx = ExecutionContext(verified.agent, verified.host, cap, grant, verified.claims)
+    started = last_check = time.monotonic()
+    try:
+        async for chunk in handler(ctx, **arguments):
+            now = time.monotonic()
+            if now - started > app_settings.STREAM_MAX_SECONDS:
+                raise ProtocolError("stream_timeout", "Stream time limit")
+            if now - last_check > app_settings.STREAM_RECHECK_SECONDS:
+                last_check = now
+                await sync_to_async(_recheck, thread_sensitive=False)(verified.agent.pk, True)
+            try:
+                text = _json(chunk)
+            except (TypeError, ValueError):
+                raise ProtocolError("internal_error", "Non-JSON stream data") from None
+            yield "data", text
+    except Exception as exc:
+        yield "error", _json(handler_error(exc).body())
+    yield "done", _json({})
+
+
+def _recheck(agent_id: str, release: bool = False) -> None:
+    """The agent and host may still act (the same rule as at authentication).
+
+    ``release``: give the database connection back afterwards (to the pool, if one is
+    configured), so that an open stream does not hold one between re-checks.
+    """
+    try:
+        agent = Agent.objects.select_related("host").get(pk=agent_id)
+        ensure_may_act(agent, agent.host)
+    finally:
+        if release:
+            release_connections()
+
+
+def release_connections() -> None:
+    """Close this thread's database connections unless a transaction is open on them."""
+    for conn in connections.all(initialized_only=True):
+        if not conn.in_atomic_block:
+            conn.close()
 
 
 def _json(data: Any) -> str:

@@ -13,7 +13,7 @@ import logging
 from datetime import datetime
 
 from django.core.cache import caches
-from django.db import DatabaseError, IntegrityError, transaction
+from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from .conf import app_settings
@@ -50,9 +50,30 @@ def consume(typ: str, identity: str, jti: str, until: datetime) -> None:
             raise ProtocolError("invalid_jwt", "JWT has already been used (jti replay)")
         return
     try:
-        with transaction.atomic():
-            ReplayRecord.objects.create(key=key, expires_at=until)
-    except IntegrityError:
-        raise ProtocolError("invalid_jwt", "JWT has already been used (jti replay)") from None
+        inserted = insert(key, until)
     except DatabaseError as exc:
         raise _unavailable(exc) from exc
+    if not inserted:
+        raise ProtocolError("invalid_jwt", "JWT has already been used (jti replay)")
+
+
+def insert(key: str, until: datetime) -> bool:
+    """Insert the record unless it exists; whether it was inserted now.
+
+    One statement, no savepoint: ``ON CONFLICT DO NOTHING`` never raises for a duplicate, and a
+    concurrent insert of the same key waits for the other transaction and then finds it (under
+    autocommit that is one round trip instead of ``BEGIN``/``INSERT``/``COMMIT``).
+    """
+    meta = ReplayRecord._meta
+    qn = connection.ops.quote_name
+    key_col, until_col = (
+        qn(str(getattr(meta.get_field(n), "column", n))) for n in ("key", "expires_at")
+    )
+    sql = (
+        f"INSERT INTO {qn(meta.db_table)} ({key_col}, {until_col}) VALUES (%s, %s)"  # noqa: S608
+        f" ON CONFLICT ({key_col}) DO NOTHING"
+    )
+    expires = meta.get_field("expires_at").get_db_prep_save(until, connection)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [key, expires])
+        return bool(cursor.rowcount == 1)

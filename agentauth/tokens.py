@@ -259,11 +259,32 @@ def verify_agent_jwt(
     ``audiences`` is the set of exact ``aud`` values this endpoint accepts (checklist Q1).
     ``consume=False`` checks the token without spending its ``jti`` (introspection, Q3).
     """
+    parsed, sub, iss = parse_agent_jwt(token, audiences)
+    claims = parsed.claims
+    agent = Agent.objects.select_related("host").filter(pk=sub).first()
+    if agent is None:
+        raise invalid_jwt()
+    host = agent.host
+    verify_agent_signature(parsed, agent, host, iss)
+    until = _check_times(claims)
+    jti = _jti(claims)
+    if consume:
+        replay.consume(AGENT_TYP, agent.pk, jti, until)
+
+    ensure_may_act(agent, host)
+    return VerifiedAgent(agent=agent, host=host, claims=claims)
+
+
+def parse_agent_jwt(
+    token: str, audiences: Collection[str]
+) -> tuple[jws.ParsedJWS, str, str | None]:
+    """Shape, ``typ``, ``sub``, ``iss`` and audience of an agent JWT: no key, no database."""
     parsed = jws.parse(token)
     if not jws.typ_matches(parsed.header, AGENT_TYP):
         raise invalid_jwt("JWT typ must be agent+jwt")
     claims = parsed.claims
     sub = _string_claim(claims, "sub")
+    assert sub is not None
     iss = _string_claim(claims, "iss", required=app_settings.REQUIRE_AGENT_ISS)
     _check_audience(claims, audiences)
     caps = claims.get("capabilities")
@@ -271,11 +292,13 @@ def verify_agent_jwt(
         not isinstance(caps, list) or not all(isinstance(c, str) for c in caps)
     ):
         raise invalid_jwt("JWT claim 'capabilities' must be an array of strings")
+    return parsed, sub, iss
 
-    agent = Agent.objects.select_related("host").filter(pk=sub).first()
-    if agent is None:
-        raise invalid_jwt()
-    host = agent.host
+
+def verify_agent_signature(
+    parsed: jws.ParsedJWS, agent: Agent, host: Host, iss: str | None
+) -> None:
+    """``iss`` names the agent's host, and the agent's key signed the token (spec §4.5)."""
     # iss, when present, must name this agent's host (current key, or the previous one within
     # the rotation grace window). Without iss the host comes from ``sub`` (spec §4.5 step 4).
     iss_known = iss is None or _thumbprint_matches(host, iss)
@@ -287,13 +310,12 @@ def verify_agent_jwt(
         # be the thumbprint of a key its JWKS publishes now. Checked after the signature, so
         # only an agent holding its own key can make the server look.
         raise invalid_jwt()
-    until = _check_times(claims)
-    jti = _jti(claims)
-    if consume:
-        replay.consume(AGENT_TYP, agent.pk, jti, until)
 
-    ensure_may_act(agent, host)
-    return VerifiedAgent(agent=agent, host=host, claims=claims)
+
+def check_times(claims: dict[str, Any]) -> tuple[datetime, str]:
+    """``iat``/``exp``/``nbf`` and ``jti`` (spec §4.5 steps 7-8): until when the ``jti`` must be
+    remembered, and the ``jti``."""
+    return _check_times(claims), _jti(claims)
 
 
 def _agent_key(agent: Agent, header: dict[str, Any]) -> dict[str, str]:

@@ -5,7 +5,9 @@
 - ``AGENTAUTH_BENCH_PORT``: the loopback port gunicorn binds (the issuer is derived from it);
 - ``AGENTAUTH_BENCH_DATABASE_URL``: ``postgres://...`` of the freshly created benchmark database;
 - ``AGENTAUTH_BENCH_CONN_MAX_AGE``: Django's ``CONN_MAX_AGE`` (seconds; 0 = one PostgreSQL
-  connection per request, Django's default).
+  connection per request, Django's default);
+- ``AGENTAUTH_BENCH_REPLAY_GUARD``: ``database`` (default) or ``cache``, the latter with Redis at
+  ``AGENTAUTH_BENCH_REDIS_URL`` as the default cache.
 
 The benchmark measures what a request costs, so every rate limit is off here (the per-agent
 limit of 60/minute alone would refuse almost all of its executions) and nowhere else.
@@ -26,9 +28,10 @@ DEBUG = False
 ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
 
 AGENTAUTH_ISSUER = f"http://127.0.0.1:{_PORT}/api/auth"
-# Benchmark only: autonomous agents asking for ticket.read are active at once, so the load test
-# can execute without a person. The example project itself grants nothing before approval.
-AGENTAUTH_AUTONOMOUS_AUTO_APPROVE = ["ticket.read"]
+# Benchmark only: autonomous agents asking for ticket.read (or ticket.watch, for the stream
+# benchmark) are active at once, so the load test can execute without a person. The example
+# project itself grants nothing before approval.
+AGENTAUTH_AUTONOMOUS_AUTO_APPROVE = ["ticket.read", "ticket.watch"]
 AGENTAUTH_INTROSPECTION_TOKENS = ["benchmark-only"]
 AGENTAUTH_RATE_LIMITS = {
     "ip": None,
@@ -47,9 +50,25 @@ DATABASES = {
             )
         ),
         "CONN_MAX_AGE": int(os.environ.get("AGENTAUTH_BENCH_CONN_MAX_AGE", "0")),
-        "CONN_HEALTH_CHECKS": True,
+        # AGENTAUTH_BENCH_POOL=N: psycopg's connection pool, at most N connections per process
+        # (then CONN_MAX_AGE must be 0); the choice for ASGI, where each request has a thread.
+        **(
+            {"OPTIONS": {"pool": {"min_size": 1, "max_size": int(_POOL)}}}
+            if (_POOL := os.environ.get("AGENTAUTH_BENCH_POOL"))
+            else {}
+        ),
+        "CONN_HEALTH_CHECKS": os.environ.get("AGENTAUTH_BENCH_CONN_HEALTH_CHECKS") == "1",
     }
 }
+
+AGENTAUTH_REPLAY_GUARD = os.environ.get("AGENTAUTH_BENCH_REPLAY_GUARD") or "database"
+if AGENTAUTH_REPLAY_GUARD == "cache":
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": os.environ.get("AGENTAUTH_BENCH_REDIS_URL") or "redis://127.0.0.1:6379/0",
+        }
+    }
 
 # Celery stays eager (no broker): nothing on these two paths enqueues work.
 # Warnings and errors only, so the captured gunicorn log shows failures and not every request.

@@ -96,7 +96,15 @@ def _database_from_url(url: str) -> dict[str, Any]:
 
 _database_url = os.environ.get("AGENTAUTH_EXAMPLE_DATABASE_URL", "")
 if _database_url.startswith(("postgres://", "postgresql://")):
-    DATABASES = {"default": _database_from_url(_database_url)}
+    DATABASES = {
+        "default": {
+            **_database_from_url(_database_url),
+            # Persistent connections: opening one costs PostgreSQL several milliseconds of CPU,
+            # more than a whole warm execute (docs/deployment.md has the figures). Behind
+            # PgBouncer in transaction mode, keep this and disable server-side cursors.
+            "CONN_MAX_AGE": int(os.environ.get("AGENTAUTH_EXAMPLE_CONN_MAX_AGE", "60")),
+        }
+    }
 else:
     DATABASES = {
         "default": {

@@ -3,19 +3,22 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.utils import timezone
 
-from .. import execution, wire
+from .. import execution, fastpath, wire
 from ..capabilities import Capability, registry
 from ..conf import app_settings
 from ..errors import ProtocolError, invalid_request
 from ..keys import b64url_decode, b64url_encode
 from ..models import CapabilityGrant, Execution, GrantStatus
-from ..tokens import VerifiedAgent, VerifiedHost
+from ..tokens import VerifiedAgent, VerifiedHost, bearer_token
 from ..validation import check_fields
 from .auth import authenticate_agent, execute_audiences, optional_identity
 from .base import ProtocolView, json_response, read_json_body
@@ -142,6 +145,9 @@ class ExecuteView(ProtocolView):
     http_method_names = ["post", "options"]
 
     def post(self, request: HttpRequest) -> HttpResponseBase:
+        fast = self.fast(request)
+        if fast is not None:
+            return fast
         verified = authenticate_agent(request, execute_audiences())
         try:
             body = read_json_body(request)
@@ -157,12 +163,69 @@ class ExecuteView(ProtocolView):
         if outcome.job is not None:
             return json_response(wire.job(outcome.job), status=202, headers={"Retry-After": "1"})
         if outcome.events is not None:
-            frames = (f"event: {name}\ndata: {data}\n\n".encode() for name, data in outcome.events)
+            asgi = isinstance(request, ASGIRequest)
+            if asgi and isinstance(outcome.events, AsyncIterator):
+                # The stream may stay open for minutes: it should not keep this request's
+                # database connection checked out meanwhile (docs/deployment.md).
+                execution.release_connections()
+            frames = _frames(outcome.events, asgi)
             response = StreamingHttpResponse(frames, content_type="text/event-stream")
             response.headers["Cache-Control"] = "no-store"
             response.headers["X-Accel-Buffering"] = "no"
             return response
         return json_response(wire.sync_result(outcome.data))
+
+    def fast(self, request: HttpRequest) -> HttpResponseBase | None:
+        """The hot path of a sync call (``fastpath``); ``None``: answer on the general path."""
+        try:
+            token = bearer_token(request)
+            body = read_json_body(request)
+            check_fields(body, ("capability", "arguments"))
+        except ProtocolError:
+            return None
+        arguments = body.get("arguments")
+        arguments = {} if arguments is None else arguments
+        cap = fastpath.sync_capability(body.get("capability"))
+        if cap is None or not isinstance(arguments, dict):
+            return None
+        try:
+            data = fastpath.execute(token, execute_audiences(), cap, arguments, request)
+        except fastpath.Fallback:
+            return None
+        return json_response(wire.sync_result(data))
+
+
+def _frames(
+    events: Iterator[tuple[str, str]] | AsyncIterator[tuple[str, str]], asgi: bool
+) -> Iterator[bytes] | AsyncIterator[bytes]:
+    """Server-Sent Events frames. An ``async def`` handler's stream stays asynchronous under ASGI
+    (an open stream then holds no worker); under WSGI it is pulled one event at a time, so
+    events still go out as they come instead of all at the end."""
+    if isinstance(events, AsyncIterator):
+        if asgi:
+            return _aframes(events)
+        events = _pull(events)
+    return (f"event: {name}\ndata: {data}\n\n".encode() for name, data in events)
+
+
+async def _aframes(events: AsyncIterator[tuple[str, str]]) -> AsyncIterator[bytes]:
+    async for name, data in events:
+        yield f"event: {name}\ndata: {data}\n\n".encode()
+
+
+def _pull(events: AsyncIterator[tuple[str, str]]) -> Iterator[tuple[str, str]]:
+    # One event loop for the whole stream: a loop per event would close the handler's async
+    # generator when it ends (``shutdown_asyncgens``) and cut the stream after one event.
+    loop = asyncio.new_event_loop()
+    try:
+        while True:
+            try:
+                yield loop.run_until_complete(events.__anext__())
+            except StopAsyncIteration:
+                return
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
 
 
 class ExecutionStatusView(ProtocolView):

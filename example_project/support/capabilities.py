@@ -1,4 +1,5 @@
-"""The seed article's ``support-api`` capabilities: ``ticket.read`` and ``ticket.close``.
+"""The seed article's ``support-api`` capabilities: ``ticket.read`` and ``ticket.close``, plus
+``ticket.watch``, a stream.
 
 ``ticket.close`` takes the ticket's ``priority`` so that a grant can be scoped with a constraint
 such as ``{"priority": {"not_in": ["critical"]}}``. The handler checks that the priority the agent
@@ -8,12 +9,16 @@ is a low one.
 
 from __future__ import annotations
 
+import asyncio
 import re
+from collections.abc import AsyncIterator
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.db import transaction
 
 from agentauth.capabilities import Capability, capability, register
+from agentauth.execution import release_connections
 
 from .models import Ticket
 
@@ -102,3 +107,38 @@ register(
         },
     )
 )
+
+
+@capability(
+    "ticket.watch",
+    description="Stream a support ticket's status, one event per interval",
+    approval_strength="none",
+    mode="stream",
+    input={
+        "type": "object",
+        "properties": {
+            "ticket_id": TICKET_ID_SCHEMA,
+            "count": {"type": "integer", "minimum": 1, "maximum": 20, "default": 5},
+            "interval": {"type": "number", "minimum": 0, "maximum": 5, "default": 1},
+        },
+        "required": ["ticket_id"],
+        "additionalProperties": False,
+    },
+)
+async def watch_ticket(
+    ctx: Any, *, ticket_id: str, count: int = 5, interval: float = 1
+) -> AsyncIterator[dict[str, Any]]:
+    # An async generator: under ASGI a watcher waiting for its next event holds no worker
+    # (docs/deployment.md). Database access still goes through Django's sync ORM.
+    def read() -> dict[str, Any]:
+        try:
+            return get_ticket(ticket_id).to_dict()
+        finally:
+            release_connections()  # back to the pool between events
+
+    aread = sync_to_async(read, thread_sensitive=False)
+    for i in range(count):
+        if i:
+            await asyncio.sleep(interval)
+        ticket = await aread()
+        yield {"n": i, "ticket_id": ticket["ticket_id"], "status": ticket["status"]}

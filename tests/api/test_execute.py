@@ -239,17 +239,19 @@ def test_execution_slides_the_session(api: Api, agent: Any) -> None:
 
 
 def test_warm_execution_query_budget(api: Api, agent: Any) -> None:
-    # Issue acceptance: at most 4 queries per execution with the database replay guard, warm.
-    # Counted: data statements. SAVEPOINT/RELEASE come from the test's own transaction (in
-    # production under autocommit the replay insert is its own transaction, no savepoint).
+    # Counted: data statements (round trips on PostgreSQL, BEGIN/COMMIT included, are counted in
+    # tests/api/test_execute_hot_path.py). SAVEPOINT/RELEASE come from the test's own transaction.
     execute(api, agent, "check_balance", {"account_id": "a"})  # warm: the session has slid
     with CaptureQueriesContext(connection) as captured:
         reply = execute(api, agent, "check_balance", {"account_id": "a"})
     assert reply.status == 200
     statements = [q["sql"] for q in captured.captured_queries]
     data = [sql for sql in statements if not sql.startswith(("SAVEPOINT", "RELEASE SAVEPOINT"))]
-    assert len(data) <= 4, data
-    assert [sql.split()[0] for sql in data] == ["SELECT", "INSERT", "SELECT", "INSERT"]
+    if connection.vendor == "postgresql":
+        # The jti record and the locked read of agent, host and grant are one statement.
+        assert [sql.split()[0] for sql in data] == ["WITH", "INSERT"], data
+    else:
+        assert [sql.split()[0] for sql in data] == ["INSERT", "SELECT", "INSERT"], data
 
 
 # --- async ----------------------------------------------------------------------------------
@@ -538,11 +540,10 @@ def test_refusals_carry_their_code_in_audit_and_signal(api: Api, executor: Any) 
 
 @pytest.mark.django_db(transaction=True)
 def test_warm_execution_under_autocommit(api: Api, executor: Any) -> None:
-    # Issue acceptance: at most 4 queries per warm execution with the database replay guard.
-    # Under autocommit (as in production, no test transaction around the request) the four data
-    # statements are bracketed by the BEGIN/COMMIT of the replay insert and of the locked grant
-    # check, which SQLite's backend logs as queries; django_assert_max_num_queries(4) therefore
-    # sees 8 statements. Counted here: the data statements, and what the rest are.
+    # Issue acceptance: one transaction per warm execution. Under autocommit (as in production,
+    # no test transaction around the request) SQLite's backend logs BEGIN/COMMIT as queries:
+    # one BEGIN, the jti record, the agent+host+grant read, the audit row, one COMMIT.
+    # (Round trips on PostgreSQL: tests/api/test_execute_hot_path.py.)
     run(api, executor, "check_balance", {"account_id": "a"})  # warm: the session has slid
     with CaptureQueriesContext(connection) as captured:
         reply = run(api, executor, "check_balance", {"account_id": "a"})
@@ -550,6 +551,8 @@ def test_warm_execution_under_autocommit(api: Api, executor: Any) -> None:
     statements = [q["sql"] for q in captured.captured_queries]
     control = [sql for sql in statements if sql in ("BEGIN", "COMMIT")]
     data = [sql for sql in statements if sql not in ("BEGIN", "COMMIT")]
-    assert len(data) <= 4, data
-    assert [sql.split()[0] for sql in data] == ["SELECT", "INSERT", "SELECT", "INSERT"]
-    assert len(control) <= 4, statements
+    if connection.vendor == "postgresql":
+        assert [sql.split()[0] for sql in data] == ["WITH", "INSERT"], data
+    else:
+        assert [sql.split()[0] for sql in data] == ["INSERT", "SELECT", "INSERT"], data
+    assert len(control) <= 2, statements

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import time_machine
 from django.core.cache.backends.locmem import LocMemCache
-from django.db import OperationalError
+from django.db import OperationalError, connection
 from django.test import override_settings
 from django.utils import timezone
 
@@ -352,11 +352,14 @@ def test_cache_replay_guard_fails_closed(api: Api, known: Any) -> None:
 def test_database_replay_guard_fails_closed(api: Api, known: Any, monkeypatch: Any) -> None:
     _host, key, agent_id = known
 
-    def down(*args: Any, **kwargs: Any) -> None:
-        raise OperationalError("database is unavailable")
+    def down(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        if ReplayRecord._meta.db_table in sql:
+            raise OperationalError("database is unavailable")
+        return execute(sql, params, many, context)
 
-    monkeypatch.setattr(ReplayRecord.objects, "create", down)
-    assert_error(status_call(api, host_token(key), agent_id), 503, "temporarily_unavailable")
+    with connection.execute_wrapper(down):
+        reply = status_call(api, host_token(key), agent_id)
+    assert_error(reply, 503, "temporarily_unavailable")
 
 
 # --- agent JWTs ----------------------------------------------------------------------------------

@@ -149,7 +149,7 @@ def worker(
         "DJANGO_SETTINGS_MODULE": "tests.settings",
         "AGENTAUTH_TEST_CELERY_BROKER_URL": BROKER or "",
         # The worker must use the test database pytest-django created (db["NAME"] is already
-        # test_agentauth, with any suffix), not the base database of the URL.
+        # test_<name>, with any suffix), not the base database of the URL.
         "AGENTAUTH_TEST_DATABASE_URL": (
             f"postgres://{user}{password}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
         ),

@@ -1,0 +1,323 @@
+# ruff: noqa: S608 - SQL is assembled from model metadata (table and column names) only; every
+# value is a query parameter.
+"""The execute hot path: a valid sync call in one transaction with two statements.
+
+``POST /capability/execute`` is the endpoint agents call most. The general path
+(``views/capabilities.ExecuteView``) authenticates, spends the ``jti``, then opens a transaction to
+lock the grant and run the handler, and writes the audit row after it: about ten round trips to
+PostgreSQL and most of its CPU in ORM query compilation. This module serves the common case, a
+call that will succeed, with the same checks in the same order and the same guarantees:
+
+1. ``BEGIN``; one statement reads the agent, its host and its active grant of the capability,
+   locking the grant row (``SELECT ... FOR UPDATE``, spec §8.17), and, with the database replay
+   guard, inserts the ``jti`` record in the same statement (``ON CONFLICT DO NOTHING``: a
+   concurrent use of the same ``jti`` waits for this transaction and then finds it spent).
+2. In Python: the signature (spec §4.5), then the replay verdict, the agent's and host's state
+   and clocks, the ``capabilities`` claim, the grant, schema and constraints.
+3. The handler runs in that transaction, the grant still locked.
+4. The audit row is inserted in the same transaction; ``COMMIT``. A call that returned 200 has its
+   audit row and its spent ``jti`` committed together with the handler's writes.
+
+Anything else falls back, before the handler has run, to the general path: the transaction is
+rolled back (so the ``jti`` is not spent by this attempt) and ``ExecuteView`` handles the request
+from the start, producing exactly its errors, audit rows and state transitions. The fallback
+covers every refusal (bad signature, replay, revoked agent, missing grant, schema, constraints,
+rate limit), a clock transition that is due, keys published at a JWKS URL, non-public, async or
+stream capabilities and other databases than PostgreSQL and SQLite. A handler that raises rolls
+back its writes with the transaction; the ``jti`` is then spent again (if another request spent
+it meanwhile, that one was its only acceptance) and the refusal audited, as on the general path.
+
+The SQL is built once per process from the models' metadata, so renamed columns follow the models.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Collection
+from datetime import datetime
+from functools import cache
+from typing import Any
+
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import connection, models, transaction
+from django.utils import timezone
+
+from . import clocks, execution, ratelimit, replay, signals, tokens
+from .capabilities import Capability, registry
+from .conf import app_settings
+from .errors import ProtocolError
+from .models import (
+    Agent,
+    AgentStatus,
+    AuditEvent,
+    CapabilityGrant,
+    GrantStatus,
+    Host,
+    HostStatus,
+    ReplayRecord,
+)
+
+AGENT_TYP = tokens.AGENT_TYP
+
+
+class Fallback(Exception):
+    """Not for the hot path: the general path handles this request from the start."""
+
+
+def sync_capability(name: Any) -> Capability | None:
+    """The capability if a call to it may take the hot path (a public, local, sync one)."""
+    if not isinstance(name, str) or not name or len(name) > 128:
+        return None
+    cap = registry.get(name)
+    if cap is None or not cap.public or cap.mode != "sync":
+        return None
+    if cap.url and cap.url != app_settings.DEFAULT_LOCATION:
+        return None
+    if cap.resolve_handler() is None:
+        return None
+    return cap
+
+
+def execute(
+    token: str,
+    audiences: Collection[str],
+    cap: Capability,
+    arguments: dict[str, Any],
+    request: Any = None,
+) -> Any:
+    """Run a sync call to ``cap``; its result. Raises ``Fallback`` before any effect when the
+    general path must answer, or the (audited) ``ProtocolError`` of a failed handler."""
+    if connection.vendor not in ("postgresql", "sqlite"):
+        raise Fallback
+    try:
+        parsed, sub, iss = tokens.parse_agent_jwt(token, audiences)
+        until, jti = tokens.check_times(parsed.claims)
+    except ProtocolError:
+        raise Fallback from None
+    database_guard = app_settings.REPLAY_GUARD != "cache"
+    key = replay.replay_key(AGENT_TYP, sub, jti)
+    failure: ProtocolError | None = None
+    verified: tokens.VerifiedAgent | None = None
+    with transaction.atomic():
+        row = _load(sub, cap.name, key if database_guard else None, until)
+        if row is None:
+            raise Fallback
+        agent, host, grant, spent = row
+        if agent.jwks_url is not None or host.jwks_url is not None:
+            # Keys at a JWKS URL may need a fetch: never with the grant row locked.
+            raise Fallback
+        try:
+            tokens.verify_agent_signature(parsed, agent, host, iss)
+        except ProtocolError:
+            raise Fallback from None
+        if database_guard and not spent:
+            raise ProtocolError("invalid_jwt", "JWT has already been used (jti replay)")
+        now = timezone.now()
+        if not _may_act(agent, host, now):
+            raise Fallback
+        verified = tokens.VerifiedAgent(agent=agent, host=host, claims=parsed.claims)
+        try:
+            ratelimit.hit("agent", agent.pk)
+            execution.check_claim(verified, cap)
+            grant = execution.check_grant(grant, cap, arguments)
+        except ProtocolError:
+            raise Fallback from None
+        if not database_guard:
+            replay.consume(AGENT_TYP, agent.pk, jti, until)  # its refusals are final answers
+        handler = cap.resolve_handler()
+        assert handler is not None
+        ctx = execution.ExecutionContext(agent, host, cap, grant, parsed.claims, request)
+        try:
+            data = handler(ctx, **arguments)
+        except Exception as exc:
+            failure = execution.handler_error(exc)
+            failure.__cause__ = exc
+        else:
+            try:
+                json.dumps(data, cls=DjangoJSONEncoder)  # as the response will encode it
+            except (TypeError, ValueError):
+                failure = ProtocolError("internal_error", "The capability returned non-JSON data")
+        if failure is None:
+            _insert_audit(agent, cap.name, jti)
+        else:
+            transaction.set_rollback(True)  # what the handler wrote goes, with the jti record
+    assert verified is not None
+    if failure is not None:
+        if database_guard:
+            replay.insert(key, until)
+        execution.record(verified, cap.name, error=failure)
+        raise failure
+    # After the commit, as on the general path: the session slides (at most one write per
+    # window) and receivers see a call that really happened.
+    clocks.touch(agent)
+    signals.capability_executed.send(
+        sender=Agent, agent=agent, capability=cap.name, jti=jti, mode="sync"
+    )
+    return data
+
+
+def _may_act(agent: Agent, host: Host, now: datetime) -> bool:
+    """Active agent and host and no clock transition due (``tokens.ensure_may_act`` would pass
+    without writing anything)."""
+    if agent.status != AgentStatus.ACTIVE or host.status != HostStatus.ACTIVE:
+        return False
+    if agent.absolute_expires_at is not None and now >= agent.absolute_expires_at:
+        return False
+    return not (agent.expires_at is not None and now >= agent.expires_at)
+
+
+def _column(field: Any) -> str:
+    column = getattr(field, "column", None)
+    assert isinstance(column, str), field
+    return column
+
+
+# --- SQL -----------------------------------------------------------------------------------------
+
+Converter = Callable[[Any, Any, Any], Any]
+
+
+class _Shape:
+    """Columns and converters of one model, in ``concrete_fields`` order."""
+
+    def __init__(self, model: type[models.Model], alias: str) -> None:
+        qn = connection.ops.quote_name
+        self.model = model
+        self.fields = list(model._meta.concrete_fields)
+        self.names = [f.attname for f in self.fields]
+        self.columns = [f"{alias}.{qn(_column(f))}" for f in self.fields]
+        self.converters: list[tuple[list[Converter], Any]] = []
+        for f in self.fields:
+            col = f.get_col(alias)
+            convs = connection.ops.get_db_converters(col) + f.get_db_converters(connection)
+            self.converters.append((convs, col))
+
+    def build(self, values: tuple[Any, ...] | list[Any]) -> Any:
+        out = []
+        for value, (convs, col) in zip(values, self.converters, strict=True):
+            for conv in convs:
+                value = conv(value, col, connection)
+            out.append(value)
+        return self.model.from_db(connection.alias, self.names, out)
+
+
+@cache
+def _statements(vendor: str, with_replay: bool) -> tuple[str | None, str, tuple[_Shape, ...]]:
+    """(``"separate"`` when the jti record is inserted by its own statement, the select, the
+    shapes); per process, per vendor and guard."""
+    qn = connection.ops.quote_name
+    a, h, g = _Shape(Agent, "a"), _Shape(Host, "h"), _Shape(CapabilityGrant, "g")
+    am, hm, gm, rm = Agent._meta, Host._meta, CapabilityGrant._meta, ReplayRecord._meta
+
+    def col(meta: Any, name: str) -> str:
+        return qn(_column(meta.get_field(name)))
+
+    grant_where = (
+        f"{col(gm, 'agent')} = a.{col(am, 'id')} AND {col(gm, 'capability')} = %s"
+        f" AND {col(gm, 'status')} = %s ORDER BY {col(gm, 'id')} LIMIT 1"
+    )
+    insert = (
+        f"INSERT INTO {qn(rm.db_table)} ({col(rm, 'key')}, {col(rm, 'expires_at')})"
+        f" VALUES (%s, %s) ON CONFLICT ({col(rm, 'key')}) DO NOTHING"
+    )
+    base_from = (
+        f"FROM {qn(am.db_table)} a JOIN {qn(hm.db_table)} h"
+        f" ON h.{col(hm, 'id')} = a.{col(am, 'host')}"
+    )
+    if vendor == "postgresql":
+        # The grant row is locked by the statement that reads it (spec §8.17); the replay record
+        # is inserted by the same statement, so the whole read is one round trip.
+        gcols = ", ".join(qn(_column(f)) for f in g.fields)
+        spent = ", (SELECT count(*) FROM spent)" if with_replay else ""
+        select = (
+            (f"WITH spent AS ({insert} RETURNING 1) " if with_replay else "")
+            + f"SELECT {', '.join(a.columns + h.columns + g.columns)}{spent} {base_from}"
+            + f" LEFT JOIN LATERAL (SELECT {gcols} FROM {qn(gm.db_table)}"
+            + f" WHERE {grant_where} FOR UPDATE) g ON TRUE WHERE a.{col(am, 'id')} = %s"
+        )
+        return None, select, (a, h, g)
+    # SQLite: no row locks (a write transaction is exclusive there) and no INSERT in a CTE.
+    select = (
+        f"SELECT {', '.join(a.columns + h.columns + g.columns)} {base_from}"
+        f" LEFT JOIN {qn(gm.db_table)} g ON g.{col(gm, 'id')} = (SELECT {col(gm, 'id')}"
+        f" FROM {qn(gm.db_table)} WHERE {grant_where})"
+        f" WHERE a.{col(am, 'id')} = %s"
+    )
+    return ("separate" if with_replay else None), select, (a, h, g)
+
+
+def _load(
+    agent_id: str, capability: str, key: str | None, until: datetime
+) -> tuple[Agent, Host, CapabilityGrant | None, bool] | None:
+    """Agent, host, locked active grant (or ``None``) and whether the ``jti`` record was
+    inserted now; ``None`` when no such agent."""
+    insert, select, (a, h, g) = _statements(connection.vendor, key is not None)
+    spent = True
+    params: list[Any] = [capability, GrantStatus.ACTIVE.value, agent_id]
+    if key is not None and insert:
+        spent = replay.insert(key, until)
+    elif key is not None:
+        expires = ReplayRecord._meta.get_field("expires_at").get_db_prep_save(until, connection)
+        params = [key, expires, *params]
+    with connection.cursor() as cursor:
+        cursor.execute(select, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    na, nh, ng = len(a.fields), len(h.fields), len(g.fields)
+    agent = a.build(row[:na])
+    host = h.build(row[na : na + nh])
+    Agent.host.field.set_cached_value(agent, host)
+    grant = None
+    if row[na + nh] is not None:
+        grant = g.build(row[na + nh : na + nh + ng])
+        CapabilityGrant.agent.field.set_cached_value(grant, agent)
+    if insert is None and key is not None:
+        spent = row[na + nh + ng] == 1
+    return agent, host, grant, spent
+
+
+_AUDIT_COLUMNS = (
+    "created_at",
+    "kind",
+    "actor_type",
+    "actor_id",
+    "agent_id",
+    "host_id",
+    "user_id",
+    "capability",
+    "outcome",
+    "error_code",
+    "data",
+)
+
+
+@cache
+def _audit_sql(vendor: str) -> str:
+    qn = connection.ops.quote_name
+    meta = AuditEvent._meta
+    columns = ", ".join(qn(_column(meta.get_field(name))) for name in _AUDIT_COLUMNS)
+    marks = ", ".join(["%s"] * len(_AUDIT_COLUMNS))
+    return f"INSERT INTO {qn(meta.db_table)} ({columns}) VALUES ({marks})"
+
+
+def _insert_audit(agent: Agent, capability: str, jti: str) -> None:
+    """The ``capability.executed`` row ``execution.record`` writes (spec §11), without the ORM's
+    per-call query compilation. Columns the row leaves out take their model defaults; a test
+    compares it with the general path's row."""
+    meta = AuditEvent._meta
+    values = [
+        meta.get_field("created_at").get_db_prep_save(timezone.now(), connection),
+        "capability.executed",
+        "agent",
+        str(agent.pk),
+        agent.pk,
+        agent.host_id,
+        "" if agent.user_id is None else str(agent.user_id),
+        capability,
+        "ok",
+        "",
+        meta.get_field("data").get_db_prep_save({"jti": jti, "mode": "sync"}, connection),
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(_audit_sql(connection.vendor), values)

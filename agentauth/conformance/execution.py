@@ -72,7 +72,12 @@ def async_poll(s: Session) -> str | None:
     anonymous = s.call("GET", url)
     require(not anonymous.ok, "status_url answers without an agent JWT")
     for _ in range(ASYNC_POLLS):
-        poll = s.call("GET", url, token=s.agent_jwt(agent, audience=url))
+        # §5.11 leaves the polling JWT's aud open: the issuer first, then the location.
+        poll = s.call("GET", url, token=s.agent_jwt(agent, audience=s.issuer))
+        if poll.status == 401:
+            poll = s.call(
+                "GET", url, token=s.agent_jwt(agent, audience=s.location_of(s.capability))
+            )
         body = poll.body if isinstance(poll.body, dict) else {}
         require(poll.ok, f"poll answered {poll.status} {error_code(poll)}")
         state = body.get("status")

@@ -72,6 +72,7 @@ class Session:
     #: What agent JWTs carry as ``iss``: the host thumbprint (§4.3) until the server refuses it.
     agent_iss: str = "thumbprint"
     errors: list[ErrorSeen] = field(default_factory=list)
+    answers: int = 0
     cache: dict[str, Any] = field(default_factory=dict)
 
     # -- time and HTTP ------------------------------------------------------------------------
@@ -100,6 +101,7 @@ class Session:
             raise Failed(
                 f"{method} {url}: no usable answer within {timeout:.0f} s ({exc})"
             ) from None
+        self.answers += 1
         if resp.status >= 400:
             self.errors.append(ErrorSeen(f"{method} {urlsplit(url).path}", resp.status, resp.body))
         return resp

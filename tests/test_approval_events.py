@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 from django.core.cache import cache
+from django.core.signals import request_finished
+from django.db import close_old_connections
 from django.test import Client
 from django.utils import timezone
 
@@ -51,10 +53,19 @@ def events(response: Any) -> list[tuple[str, Any]]:
     assert response.status_code == 200
     assert response["Content-Type"] == "text/event-stream"
     lines = b"".join(response.streaming_content).decode().splitlines(keepends=True)
-    response.close()
     # The stream has no ``done`` (that is the execute profile's terminator); end it for the parser.
     found = parse_event_stream([*lines, "event: done\n", "\n"])
     return found[:-1]
+
+
+def close(response: Any) -> None:
+    """End a response as a WSGI server would, as the test client does for the streams it
+    finishes: without ``close_old_connections``, which would close the test's transaction."""
+    request_finished.disconnect(close_old_connections)
+    try:
+        response.close()
+    finally:
+        request_finished.connect(close_old_connections)
 
 
 def status_body(api: Api, key: Keypair, agent_id: str) -> Any:
@@ -178,11 +189,11 @@ def test_streams_per_host_are_limited(
     other = pending_agent(api, other_key)
     third = open_stream(client, other_key, other["agent_id"])
     assert third.status_code == 200
-    third.close()
-    first.close()  # the response ends: its slot is free again, even though it was never read
+    close(third)
+    close(first)  # the response ends: its slot is free again, even though it was never read
     again = open_stream(client, host_key, body["agent_id"])
     assert again.status_code == 200
-    again.close()
+    close(again)
 
 
 def test_streams_in_total_are_limited(
@@ -197,11 +208,11 @@ def test_streams_in_total_are_limited(
     assert_error_response = open_stream(client, other_key, other["agent_id"])
     assert assert_error_response.status_code == 429
     # A refused stream gives back what it took: the other host's count did not grow.
-    first.close()
+    close(first)
     settings.AGENTAUTH_APPROVAL_EVENTS_MAX_PER_HOST = 1
     second = open_stream(client, other_key, other["agent_id"])
     assert second.status_code == 200
-    second.close()
+    close(second)
 
 
 def test_reading_to_the_end_frees_the_slot(

@@ -6,7 +6,7 @@ database; the streams are read over real sockets. Every wait is bounded by a soc
 Tier: PostgreSQL (``AGENTAUTH_TEST_DATABASE_URL``). Fifty request threads writing and reading an
 in-memory SQLite database shared between threads fail with "database table is locked", which
 says nothing about the streams. The same stream code runs in-process, on every tier, in
-``tests/test_approval_events.py``.
+``tests/api/test_approval_events.py``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The real-time approval profile (spec §10.10.2): ``notification_url`` and its SSE stream.
 
 These go through Django's test client, which serves the stream's synchronous (WSGI) form; the
-asynchronous form under a real ASGI server is in ``tests/test_approval_events_asgi.py``.
+asynchronous form under a real ASGI server is in ``tests/live/test_approval_events_asgi.py``.
 """
 
 from __future__ import annotations

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
 import stat
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from io import StringIO
@@ -23,7 +23,7 @@ from agentauth.models import Agent, AgentStatus
 
 mcp = pytest.importorskip("mcp")
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TOOLS = {
     "list_providers",
     "discover_provider",
@@ -57,22 +57,32 @@ def server_params(state: Path, *providers: str, passphrase: str | None = None) -
 async def session_calls(params: Any, calls: list[tuple[str, dict[str, Any]]]) -> list[Any]:
     """Open one MCP session, list the tools, make ``calls`` in order; return their results."""
     results: list[Any] = []
-    with open(os.devnull, "w") as errlog:
-        async with (
-            mcp.stdio_client(params, errlog=errlog) as (read, write),
-            mcp.ClientSession(read, write) as session,
-        ):
-            await session.initialize()
-            listed = await session.list_tools()
-            results.append({tool.name for tool in listed.tools})
-            for name, arguments in calls:
-                result = await session.call_tool(name, arguments)
-                text = result.content[0].text if result.content else ""
-                if result.is_error:
-                    results.append(("error", text))
-                else:
-                    results.append(result.structured_content or json.loads(text))
+    with tempfile.TemporaryFile("w+") as errlog:
+        try:
+            await _session(params, calls, errlog, results)
+        except BaseException as exc:
+            errlog.seek(0)
+            raise AssertionError(f"MCP session failed; server stderr:\n{errlog.read()}") from exc
     return results
+
+
+async def _session(
+    params: Any, calls: list[tuple[str, dict[str, Any]]], errlog: Any, results: list[Any]
+) -> None:
+    async with (
+        mcp.stdio_client(params, errlog=errlog) as (read, write),
+        mcp.ClientSession(read, write) as session,
+    ):
+        await session.initialize()
+        listed = await session.list_tools()
+        results.append({tool.name for tool in listed.tools})
+        for name, arguments in calls:
+            result = await session.call_tool(name, arguments)
+            text = result.content[0].text if result.content else ""
+            if result.is_error:
+                results.append(("error", text))
+            else:
+                results.append(result.structured_content or json.loads(text))
 
 
 def run(params: Any, calls: list[tuple[str, dict[str, Any]]]) -> list[Any]:

@@ -27,6 +27,7 @@ from .client import AgentAuthClient
 from .connection import AgentConnection
 from .identity import Keypair
 from .keystore import KeyStore
+from .tokens import DEFAULT_LIFETIME
 
 
 class AgentTools:
@@ -41,7 +42,8 @@ class AgentTools:
         self.providers = [p.rstrip("/") for p in providers]
         self.allow_insecure_http = allow_insecure_http
         self._clients: dict[str, AgentAuthClient] = {}
-        self._lock = threading.Lock()  # tools run in worker threads; the file is shared state
+        # Tools run in worker threads; the key file and the client cache are shared state.
+        self._lock = threading.RLock()
 
     # -- plumbing -----------------------------------------------------------------------------
 
@@ -56,17 +58,18 @@ class AgentTools:
         raise ToolError(f"unknown provider {provider!r}; see list_providers")
 
     def _client(self, url: str) -> AgentAuthClient:
-        if url not in self._clients:
-            state = self.store.load()
-            if not state.get("host"):
-                state["host"] = Keypair.generate().to_private_jwk()
-                self.store.save(state)
-            self._clients[url] = AgentAuthClient(
-                url,
-                Keypair.from_private_jwk(state["host"]),
-                allow_insecure_http=self.allow_insecure_http,
-            )
-        return self._clients[url]
+        with self._lock:
+            if url not in self._clients:
+                state = self.store.load()
+                if not state.get("host"):
+                    state["host"] = Keypair.generate().to_private_jwk()
+                    self.store.save(state)
+                self._clients[url] = AgentAuthClient(
+                    url,
+                    Keypair.from_private_jwk(state["host"]),
+                    allow_insecure_http=self.allow_insecure_http,
+                )
+            return self._clients[url]
 
     def _agent(self, agent_id: str) -> tuple[AgentAuthClient, AgentConnection]:
         stored = self.store.load()["agents"].get(agent_id)
@@ -199,7 +202,7 @@ class AgentTools:
     ) -> dict[str, Any]:
         client, connection = self._agent(agent_id)
         token = client.sign_agent_jwt(connection, audience=aud, capabilities=capabilities)
-        return {"token": token, "expires_in": 60}
+        return {"token": token, "expires_in": DEFAULT_LIFETIME}
 
     def reactivate_agent(self, agent_id: str) -> dict[str, Any]:
         client, connection = self._agent(agent_id)

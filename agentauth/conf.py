@@ -234,6 +234,28 @@ class AppSettings:
         return int(_get("APPROVAL_INTERVAL", 5))
 
     @property
+    def APPROVAL_EVENTS(self) -> bool:
+        """Serve the real-time approval profile (spec §10.10.2): an SSE ``notification_url`` in
+        approval objects. Off by default: under WSGI every open stream holds a worker, so turn
+        it on where the app runs under ASGI."""
+        return bool(_get("APPROVAL_EVENTS", False))
+
+    @property
+    def APPROVAL_EVENTS_MAX_SECONDS(self) -> int:
+        """How long one approval event stream stays open before the server ends it."""
+        return int(_get("APPROVAL_EVENTS_MAX_SECONDS", 300))
+
+    @property
+    def APPROVAL_EVENTS_MAX_PER_HOST(self) -> int:
+        """Open approval event streams one host may hold at once; more are refused (429)."""
+        return int(_get("APPROVAL_EVENTS_MAX_PER_HOST", 10))
+
+    @property
+    def APPROVAL_EVENTS_MAX_STREAMS(self) -> int:
+        """Open approval event streams across the whole server (counted in the cache)."""
+        return int(_get("APPROVAL_EVENTS_MAX_STREAMS", 500))
+
+    @property
     def VERIFICATION_URI(self) -> str:
         """Where a person enters the user code; default: the app's own device page."""
         value = _get("VERIFICATION_URI", None)

@@ -11,6 +11,7 @@ from django.urls import path
 
 from . import views
 from .views import approvals as approval_pages
+from .views.events import ApprovalEventsView
 from .views.fallback import catch_all
 
 app_name = "agentauth"
@@ -20,6 +21,7 @@ urlpatterns = [
     path("agent/register", views.RegisterView.as_view(), name="register"),
     path("agent/status", views.StatusView.as_view(), name="status"),
     path("agent/revoke", views.RevokeView.as_view(), name="revoke"),
+    path("agent/events/<str:agent_id>", ApprovalEventsView.as_view(), name="approval_events"),
     path("host/revoke", views.RevokeHostView.as_view(), name="revoke_host"),
     path(
         "agent/request-capability",

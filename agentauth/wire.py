@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
+from django.urls import reverse
 from django.utils import timezone
 
 from . import jobs
@@ -108,7 +109,17 @@ def approval(issued: IssuedApproval) -> dict[str, Any]:
         data["binding_message"] = req.binding_message
     data["expires_in"] = expires_in
     data["interval"] = req.interval
+    if app_settings.APPROVAL_EVENTS:
+        data["notification_url"] = notification_url(req.agent_id)
     return data
+
+
+def notification_url(agent_id: str) -> str:
+    """The §10.10.2 SSE URL for ``agent_id``: the issuer plus the route's path below the app's
+    mount, derived as discovery derives its endpoint paths."""
+    mount = reverse("agentauth:discovery").removesuffix("/.well-known/agent-configuration")
+    path = reverse("agentauth:approval_events", kwargs={"agent_id": agent_id})
+    return app_settings.ISSUER + path.removeprefix(mount)
 
 
 def _with_approval(data: dict[str, Any], issued: IssuedApproval | None) -> dict[str, Any]:

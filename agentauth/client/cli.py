@@ -124,6 +124,18 @@ def _parser() -> argparse.ArgumentParser:
     p = command("introspect", "introspect an agent JWT, as a resource server would", agent=False)
     p.add_argument("token")
 
+    p = sub.add_parser(
+        "mcp", parents=[common], help="serve the client's tools over MCP stdio (needs [mcp])"
+    )
+    p.add_argument(
+        "--provider",
+        action="append",
+        required=True,
+        dest="providers",
+        metavar="URL",
+        help="a service (issuer URL) agents may use; repeat for more",
+    )
+
     p = command("sign", "print a fresh agent JWT (the spec's sign_jwt tool)")
     p.add_argument("--capability", action="append", dest="capabilities", metavar="C")
     p.add_argument("--audience", help="default: the issuer")
@@ -219,6 +231,11 @@ def _run_agent(
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     state_path = Path(getattr(args, "state", DEFAULT_STATE)).expanduser()
+    if args.command == "mcp":
+        from .mcp_server import serve
+
+        serve(state_path, args.providers, allow_insecure_http=getattr(args, "insecure_http", False))
+        return 0
     try:
         state = load_state(state_path)
         result = _run(args, state, state_path)

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from agentauth.errors import ProtocolError
 
-from . import http
+from . import http, live
 from .connection import AgentConnection
 from .errors import ClientError
 from .identity import Keypair
@@ -97,6 +97,17 @@ def _raise_failed(body: Mapping[str, Any]) -> None:
         extra = {k: v for k, v in error.items() if k not in ("error", "message", "status")}
         raise ProtocolError(error["error"], error.get("message"), status=200, **extra)
     raise ProtocolError("execution_failed", "capability execution failed", status=200)
+
+
+def _settled(body: Mapping[str, Any], wanted: set[str] | None) -> bool:
+    """The agent is no longer ``pending`` and neither are the grants waited for."""
+    if body.get("status") == "pending":
+        return False
+    grants = body.get("agent_capability_grants") or []
+    return wanted is None or not any(
+        isinstance(g, Mapping) and g.get("capability") in wanted and g.get("status") == "pending"
+        for g in grants
+    )
 
 
 class AgentAuthClient:
@@ -408,6 +419,9 @@ class AgentAuthClient:
             delay = max(delay, float(agent.approval.get("interval") or 0))
         wanted = None if capabilities is None else set(capabilities)
         deadline = self._clock() + timeout
+        settled = self._wait_live(agent, wanted, deadline)
+        if settled is not None:
+            return settled
         while True:
             remaining = deadline - self._clock()
             if remaining <= 0:
@@ -425,17 +439,30 @@ class AgentAuthClient:
             approval = body.get("approval")
             if isinstance(approval, Mapping) and isinstance(approval.get("interval"), int | float):
                 delay = max(delay, float(approval["interval"]))
-            if body.get("status") == "pending":
-                continue
-            grants = body.get("agent_capability_grants") or []
-            if wanted is not None and any(
-                isinstance(g, Mapping)
-                and g.get("capability") in wanted
-                and g.get("status") == "pending"
-                for g in grants
-            ):
-                continue
-            return body
+            if _settled(body, wanted):
+                return body
+
+    def _wait_live(
+        self, agent: str | AgentConnection, wanted: set[str] | None, deadline: float
+    ) -> dict[str, Any] | None:
+        """The settled status from the approval's event stream (spec §10.10.2), if the server
+        offered one and it delivered; ``None`` means poll."""
+        url = live.notification_url(agent.approval) if isinstance(agent, AgentConnection) else None
+        if url is None:
+            return None
+        found = live.wait_for_event(
+            url,
+            self._host_token(),
+            issuer=self.issuer,
+            allow_insecure_http=self.allow_insecure_http,
+            deadline=deadline,
+            clock=self._clock,
+        )
+        if found is None or found[1].get("agent_id") != _agent_id(agent):
+            return None
+        assert isinstance(agent, AgentConnection)
+        agent.apply_status(found[1])
+        return found[1] if _settled(found[1], wanted) else None
 
     def _host_post(
         self, endpoint: str, body: dict[str, Any], agent: str | AgentConnection | None = None

@@ -70,6 +70,12 @@ class AppSettings:
     def DISCOVERY_MAX_AGE(self) -> int:
         return int(_get("DISCOVERY_MAX_AGE", 3600))
 
+    @property
+    def OPENAPI_ENABLED(self) -> bool:
+        """Serve the OpenAPI document at ``{mount}/openapi.json`` (default ``True``). The
+        document describes only public protocol endpoints; turn it off to keep it unlisted."""
+        return bool(_get("OPENAPI_ENABLED", True))
+
     # --- tokens ------------------------------------------------------------------------------
     @property
     def JWT_MAX_LIFETIME(self) -> int:

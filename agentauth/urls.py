@@ -12,6 +12,7 @@ from django.urls import path
 from . import views
 from .views import approvals as approval_pages
 from .views.fallback import catch_all
+from .views.openapi import OpenApiView
 
 app_name = "agentauth"
 
@@ -38,6 +39,7 @@ urlpatterns = [
         views.ExecutionStatusView.as_view(),
         name="execution_status",
     ),
+    path("openapi.json", OpenApiView.as_view(), name="openapi"),
     # Pages for people (session-authenticated), not protocol endpoints.
     path("device", approval_pages.device, name="device"),
     path("approve/<str:approval_id>", approval_pages.approve, name="approve"),

@@ -365,7 +365,8 @@ def test_drf_spectacular_documents_agent_authentication() -> None:
     schema = SchemaGenerator(patterns=[path("tickets", Tickets.as_view())]).get_schema(
         request=None, public=True
     )
-    assert schema["components"]["securitySchemes"]["agentJwt"] == (
-        openapi.SECURITY_SCHEMES["agentJwt"]
+    assert (
+        schema["components"]["securitySchemes"]["agentJwt"]
+        == (openapi.SECURITY_SCHEMES["agentJwt"])
     )
     assert {"agentJwt": []} in schema["paths"]["/tickets"]["get"]["security"]

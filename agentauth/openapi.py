@@ -599,8 +599,10 @@ def _operation(op: Operation) -> dict[str, Any]:
         content: dict[str, Any] = {"application/json": {"schema": _ref(schema)}}
         if op.stream and status == 200:
             content["text/event-stream"] = {
-                "schema": {"type": "string"},
-                "description": "Stream capabilities: JSON events (spec §5.11).",
+                "schema": {
+                    "type": "string",
+                    "description": "Stream capabilities: server-sent JSON events (spec §5.11).",
+                }
             }
         result["responses"][str(status)] = {"description": schema, "content": content}
     for status in _error_statuses(op):

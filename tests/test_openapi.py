@@ -370,3 +370,9 @@ def test_drf_spectacular_documents_agent_authentication() -> None:
         == (openapi.SECURITY_SCHEMES["agentJwt"])
     )
     assert {"agentJwt": []} in schema["paths"]["/tickets"]["get"]["security"]
+
+
+def test_document_is_valid_openapi_3_1() -> None:
+    """Against the OpenAPI 3.1 specification's own schema, not just our reading of it."""
+    validator = pytest.importorskip("openapi_spec_validator")
+    validator.validate(openapi.document())

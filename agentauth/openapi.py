@@ -3,7 +3,7 @@
 Built rather than kept as a file so it cannot drift: paths come from the URLconf (so they are
 right wherever the app is mounted), request members from the same field tuples the views pass to
 ``check_fields``, error codes and statuses from ``errors.ERRORS`` (spec §5.13), and the
-discovery keys from ``views.discovery``. ``tests/test_openapi.py`` checks that every route of
+discovery keys from ``views.discovery``. ``tests/api/test_openapi.py`` checks that every route of
 ``agentauth.urls`` is documented, that nothing documented is unrouted, and validates real
 responses from the protocol flows against the schemas below.
 """

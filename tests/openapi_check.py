@@ -3,7 +3,8 @@
 ``tests.conftest.Api`` passes every reply through :func:`check`, so each test that speaks the
 protocol also proves that what the server sent is what the document promises: a documented
 status, the documented content type and a body valid against the documented schema. (Some tests
-provoke a documented ``500 internal_error`` on purpose; tests/test_openapi.py's flows allow none.)
+provoke a documented ``500 internal_error`` on purpose; the flows of tests/api/test_openapi.py
+allow none.)
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 PORT ?= 8000
 DEMO_STAMP := $(VENV)/.demo-installed
 
-.PHONY: venv demo test lint typecheck check-migrations bench
+.PHONY: venv demo test lint typecheck check-migrations bench messages
 
 ## venv: create .venv and install the package with its dev extras (skipped when up to date)
 venv: $(STAMP)
@@ -50,3 +50,13 @@ check-migrations: venv
 ## bench: ours vs the TypeScript reference server, side by side (PostgreSQL, Node; < 5 minutes)
 bench: venv
 	$(BIN)/python -m benchmarks.compare $(BENCH_ARGS)
+
+# Paths the translatable app does not own: the example project, tests and the agent-side client
+# (its text is API text and stays English).
+MESSAGES_IGNORE := -i 'example_project/*' -i 'tests/*' -i '$(VENV)/*' -i 'docs/*' -i 'artifacts/*' -i 'agentauth/client/*' -i 'build/*'
+
+## messages: refresh agentauth/locale/*/django.po from the pages and mails, then compile the .mo
+## files (needs GNU gettext: apt-get install -y gettext). The compiled .mo files are committed.
+messages: venv
+	$(DEMO_ENV) $(BIN)/python manage.py makemessages -l fr --no-obsolete $(MESSAGES_IGNORE)
+	$(DEMO_ENV) $(BIN)/python manage.py compilemessages -i '$(VENV)' -i example_project -i tests

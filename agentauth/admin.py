@@ -20,7 +20,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.html import format_html
 
-from . import agents, approvals, grants, hosts
+from . import agents, approvals, grants, hosts, webauthn
 from .errors import ProtocolError
 from .models import (
     Agent,
@@ -28,6 +28,7 @@ from .models import (
     AuditEvent,
     CapabilityGrant,
     Host,
+    WebAuthnCredential,
 )
 
 
@@ -330,3 +331,42 @@ class AuditEventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+@admin.register(WebAuthnCredential)
+class WebAuthnCredentialAdmin(admin.ModelAdmin):
+    """Read-only list of passkeys and security keys. Staff can revoke one (a lost key: it stops
+    approving at once, the row stays for the audit trail) or delete it; nobody can edit the key
+    material or add one here, since a credential only comes from its owner's authenticator."""
+
+    list_display = ("name", "user", "confirmed", "created_at", "last_used_at", "sign_count")
+    list_filter = ("confirmed", "created_at", "last_used_at")
+    search_fields = ("name", "credential_id")
+    search_help_text = "Name or credential id"
+    list_select_related = ("user",)
+    readonly_fields = (
+        "user",
+        "name",
+        "confirmed",
+        "credential_id",
+        "aaguid",
+        "transports",
+        "sign_count",
+        "created_at",
+        "last_used_at",
+    )
+    fields = readonly_fields
+    actions = ["revoke_credentials"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.action(description="Revoke selected credentials", permissions=["delete"])
+    def revoke_credentials(
+        self, request: HttpRequest, queryset: QuerySet[WebAuthnCredential]
+    ) -> None:
+        revoked = sum(webauthn.revoke_credential(c, by=request.user) for c in queryset)
+        self.message_user(request, f"{revoked} credential(s) revoked.", messages.SUCCESS)

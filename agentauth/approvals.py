@@ -272,6 +272,43 @@ def digest_of(approval: ApprovalRequest) -> str:
     return shown_digest(approval, agent.status, agent.grants.filter(status=GrantStatus.PENDING))
 
 
+def _acts_for_someone_else(agent: Agent, host: Host, user: Any) -> bool:
+    return bool(
+        agent.mode == AgentMode.DELEGATED and host.user_id is not None and host.user_id != user.pk
+    )
+
+
+def _person_may_decide(
+    approval: ApprovalRequest, agent: Agent, host: Host, user: Any, session: Any, reject: bool
+) -> str:
+    """Who, in a browser, may decide (spec §2.2): the audit actor type, or ``unauthorized``.
+    Freshness and step-up are checked after this, by :func:`_authorize`."""
+    if session is None or not getattr(user, "is_active", False):
+        raise ProtocolError("unauthorized", "Only a signed-in person can decide", status=403)
+    if agent.mode == AgentMode.AUTONOMOUS or (reject and is_administrator(user)):
+        if not is_administrator(user):
+            raise ProtocolError(
+                "unauthorized", "Only an administrator can decide for this agent", status=403
+            )
+        return "staff"
+    if _acts_for_someone_else(agent, host, user) or not _reached(approval, user, session):
+        raise ProtocolError(
+            "unauthorized", "Only the person this agent acts for can approve it", status=403
+        )
+    return "user"
+
+
+def may_decide(approval: ApprovalRequest, user: Any, session: Any, *, reject: bool = False) -> bool:
+    """Whether the approval page should offer this person the decision at all: the same rule
+    :func:`decide` applies (read without locks, so ``decide`` still has the last word)."""
+    agent = approval.agent
+    try:
+        _person_may_decide(approval, agent, agent.host, user, session, reject)
+    except ProtocolError:
+        return False
+    return True
+
+
 def _authorize(
     approval: ApprovalRequest,
     agent: Agent,
@@ -292,30 +329,14 @@ def _authorize(
     this very request (§8.11).
     """
     user = approver.user
-    acts_for_someone_else = (
-        agent.mode == AgentMode.DELEGATED and host.user_id is not None and host.user_id != user.pk
-    )
     if approver.operator_name:
-        if acts_for_someone_else:
+        if _acts_for_someone_else(agent, host, user):
             raise ProtocolError(
                 "unauthorized", "This agent acts for another user; decide in that user's name"
             )
         return "operator"
     session = approver.session
-    if session is None or not getattr(user, "is_active", False):
-        raise ProtocolError("unauthorized", "Only a signed-in person can decide", status=403)
-    if agent.mode == AgentMode.AUTONOMOUS or (reject and is_administrator(user)):
-        if not is_administrator(user):
-            raise ProtocolError(
-                "unauthorized", "Only an administrator can decide for this agent", status=403
-            )
-        actor_type = "staff"
-    elif acts_for_someone_else or not _reached(approval, user, session):
-        raise ProtocolError(
-            "unauthorized", "Only the person this agent acts for can approve it", status=403
-        )
-    else:
-        actor_type = "user"
+    actor_type = _person_may_decide(approval, agent, host, user, session, reject)
     if reject:
         return actor_type
     if not is_fresh(session):

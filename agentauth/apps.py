@@ -1,3 +1,5 @@
+from importlib.util import find_spec
+
 from django.apps import AppConfig
 
 
@@ -20,6 +22,8 @@ class AgentAuthConfig(AppConfig):
             from . import tasks  # noqa: F401  (registers the Celery tasks, dispatched by name)
 
         autodiscover()
+        if find_spec("drf_spectacular") is not None:
+            from . import spectacular  # noqa: F401  (registers the authentication extension)
         # Signing in is a fresh authentication for the approval pages (spec §8.11).
         user_logged_in.connect(_logged_in, dispatch_uid="agentauth-fresh-auth")
         # Spec §2.6: deleting a user revokes their hosts, cascading to the agents.

@@ -1,10 +1,22 @@
-"""Audit trail: one row per state change or capability call (spec §11, checklist O2/O3/O7)."""
+"""Audit trail: one row per state change or capability call (spec §11).
+
+Each row is also a log record on the ``agentauth.audit`` logger, for the site's log pipeline
+(SIEM, alerting): the message is the event kind and ``extra`` carries the fields as attributes
+(``event``, ``agent``, ``host``, ``user``, ``capability``, ``outcome``, ``error_code``,
+``actor_type``, ``actor``, ``audit_id``). The record is emitted when the transaction commits,
+so the log never reports a change that was rolled back.
+"""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from django.db import transaction
+
 from .models import Agent, AuditEvent, Host
+
+logger = logging.getLogger("agentauth.audit")
 
 
 def record(
@@ -26,7 +38,7 @@ def record(
         host_id = host.id if host is not None else ""
     if user_id is None and agent is not None and agent.user_id is not None:
         user_id = agent.user_id
-    return AuditEvent.objects.create(
+    event = AuditEvent.objects.create(
         kind=kind,
         actor_type=actor_type,
         actor_id=str(actor_id or ""),
@@ -37,4 +49,39 @@ def record(
         outcome=outcome,
         error_code=error_code,
         data=data,
+    )
+    transaction.on_commit(AuditLog(event))
+    return event
+
+
+class AuditLog:
+    """The on-commit callback that logs one row (a class, so tests that count the tasks a call
+    enqueues can tell it apart)."""
+
+    def __init__(self, event: AuditEvent) -> None:
+        self.event = event
+
+    def __call__(self) -> None:
+        _log(self.event)
+
+
+def _log(event: AuditEvent) -> None:
+    level = logging.INFO if event.outcome == "ok" else logging.WARNING
+    logger.log(
+        level,
+        "%s %s",
+        event.kind,
+        event.outcome,
+        extra={
+            "event": event.kind,
+            "agent": event.agent_id or None,
+            "host": event.host_id or None,
+            "user": event.user_id or None,
+            "capability": event.capability or None,
+            "outcome": event.outcome,
+            "error_code": event.error_code or None,
+            "actor_type": event.actor_type,
+            "actor": event.actor_id or None,
+            "audit_id": event.pk,
+        },
     )

@@ -70,6 +70,19 @@ class AppSettings:
     def DISCOVERY_MAX_AGE(self) -> int:
         return int(_get("DISCOVERY_MAX_AGE", 3600))
 
+    @property
+    def BASE_TEMPLATE(self) -> str:
+        """The template the approval and connected-apps pages extend (default
+        ``agentauth/layout.html``). Point it at your site's base so the pages carry your header
+        and footer; it needs the blocks ``title``, ``extra_head``, ``content`` and ``scripts``."""
+        return str(_get("BASE_TEMPLATE", None) or "agentauth/layout.html")
+
+    @property
+    def OPENAPI_ENABLED(self) -> bool:
+        """Serve the OpenAPI document at ``{mount}/openapi.json`` (default ``True``). The
+        document describes only public protocol endpoints; turn it off to keep it unlisted."""
+        return bool(_get("OPENAPI_ENABLED", True))
+
     # --- tokens ------------------------------------------------------------------------------
     @property
     def JWT_MAX_LIFETIME(self) -> int:

@@ -31,6 +31,7 @@ from django.core.mail import send_mail
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.module_loading import import_string
+from django.utils.translation import gettext as _
 
 from . import ratelimit
 from .conf import _get, app_settings
@@ -81,7 +82,8 @@ class EmailNotifier:
         if not email:
             return
         send_mail(
-            subject=f"An agent asks for your approval on {app_settings.PROVIDER_NAME}",
+            subject=_("An agent asks for your approval on %(site)s")
+            % {"site": app_settings.PROVIDER_NAME},
             message=mail_body(approval, url),
             from_email=None,
             recipient_list=[email],
@@ -89,31 +91,38 @@ class EmailNotifier:
 
 
 def mail_body(approval: ApprovalRequest, url: str) -> str:
+    """In the active language (the project's ``LANGUAGE_CODE`` when sent from a task)."""
     agent, host = approval.agent, approval.agent.host
-    host_line = mail_text(host.name, NAME_LIMIT) or "(unnamed application)"
+    host_line = mail_text(host.name, NAME_LIMIT) or _("(unnamed application)")
     if host.status == HostStatus.PENDING:
-        host_line += " (first time this application connects)"
-    acts = "on your behalf" if agent.mode == AgentMode.DELEGATED else "on its own (autonomous)"
+        host_line += " " + _("(first time this application connects)")
+    if agent.mode == AgentMode.DELEGATED:
+        acts = _("on your behalf")
+    else:
+        acts = _("on its own (autonomous)")
     lines = [
-        f"An agent asks for your approval on {app_settings.PROVIDER_NAME}.",
+        _("An agent asks for your approval on %(site)s.") % {"site": app_settings.PROVIDER_NAME},
         "",
-        f"Application: {host_line}",
-        f"Agent: {mail_text(agent.name, NAME_LIMIT)}",
-        f"Acts: {acts}",
+        _("Application: %(host)s") % {"host": host_line},
+        _("Agent: %(agent)s") % {"agent": mail_text(agent.name, NAME_LIMIT)},
+        _("Acts: %(acts)s") % {"acts": acts},
     ]
     if approval.binding_message:
         message = mail_text(approval.binding_message, MESSAGE_LIMIT)
-        lines.append(f"Message to compare with your agent's screen: {message}")
+        lines.append(_("Message to compare with your agent's screen: %(m)s") % {"m": message})
     if approval.reason:
-        lines.append(f"Reason it gives: {mail_text(approval.reason, REASON_LIMIT)}")
+        reason = mail_text(approval.reason, REASON_LIMIT)
+        lines.append(_("Reason it gives: %(reason)s") % {"reason": reason})
     lines += [
         "",
-        "The lines above were written by the application, not by us; addresses in them are "
-        "disabled on purpose.",
+        _(
+            "The lines above were written by the application, not by us; addresses in them are "
+            "disabled on purpose."
+        ),
         "",
-        f"Review and decide: {url}",
+        _("Review and decide: %(url)s") % {"url": url},
         "",
-        "If you did not expect this, ignore it: nothing happens without you.",
+        _("If you did not expect this, ignore it: nothing happens without you."),
     ]
     return "\n".join(lines)
 

@@ -13,6 +13,7 @@ from . import views
 from .views import approvals as approval_pages
 from .views.events import ApprovalEventsView
 from .views.fallback import catch_all
+from .views.openapi import OpenApiView
 
 app_name = "agentauth"
 
@@ -40,6 +41,7 @@ urlpatterns = [
         views.ExecutionStatusView.as_view(),
         name="execution_status",
     ),
+    path("openapi.json", OpenApiView.as_view(), name="openapi"),
     # Pages for people (session-authenticated), not protocol endpoints.
     path("device", approval_pages.device, name="device"),
     path("approve/<str:approval_id>", approval_pages.approve, name="approve"),

@@ -14,8 +14,10 @@ from typing import Any
 
 from django.contrib.sessions.backends.base import SessionBase
 from django.core.exceptions import ImproperlyConfigured
+from django.db import transaction
 from django.utils import timezone
 
+from . import audit
 from .conf import app_settings
 from .errors import ProtocolError
 from .models import WebAuthnCredential
@@ -115,6 +117,24 @@ def complete_registration(
         transports=[t for t in transports if isinstance(t, str)][:8],
         aaguid=str(verified.aaguid or ""),
     )
+
+
+def revoke_credential(credential: WebAuthnCredential, *, by: Any) -> bool:
+    """Stop a credential from approving anything (a lost or stolen key). The row stays, so the
+    audit trail keeps naming it; a repeat changes nothing and records nothing."""
+    with transaction.atomic():
+        changed = WebAuthnCredential.objects.filter(pk=credential.pk, confirmed=True).update(
+            confirmed=False
+        )
+        if changed:
+            audit.record(
+                "webauthn.revoked",
+                actor_type="admin",
+                actor_id=getattr(by, "pk", ""),
+                user_id=credential.user_id,
+                credential=credential.name,
+            )
+    return bool(changed)
 
 
 def begin_stepup(session: SessionBase, user: Any, approval_id: str) -> dict[str, Any]:

@@ -62,6 +62,7 @@ from dataclasses import dataclass  # noqa: E402
 from django.test import Client  # noqa: E402
 
 from agentauth.testing import Keypair, host_token  # noqa: E402
+from tests import openapi_check  # noqa: E402
 
 ISSUER = "http://testserver/api/auth"
 INTROSPECTION_SECRET = "introspection-secret-for-tests"  # tests/settings.py
@@ -81,11 +82,15 @@ class Api:
     def __init__(self, client: Client) -> None:
         self.client = client
 
-    def _reply(self, response: Any) -> Reply:
+    def _reply(self, method: str, path: str, response: Any) -> Reply:
         try:
             body = json.loads(response.content) if response.content else None
         except ValueError:
             body = response.content
+        # Every reply is held to the OpenAPI document (tests/openapi_check.py).
+        openapi_check.check(
+            method, path, response.status_code, response.headers.get("Content-Type", ""), body
+        )
         return Reply(response.status_code, body, response.headers)
 
     def post(
@@ -100,12 +105,14 @@ class Api:
         headers = {"HTTP_AUTHORIZATION": f"Bearer {token}"} if token else {}
         data = raw if raw is not None else ("" if body is None else json.dumps(body))
         return self._reply(
-            self.client.post(BASE + path, data=data, content_type=content_type, **headers)
+            "POST",
+            BASE + path,
+            self.client.post(BASE + path, data=data, content_type=content_type, **headers),
         )
 
     def get(self, path: str, *, token: str | None = None, **params: Any) -> Reply:
         headers = {"HTTP_AUTHORIZATION": f"Bearer {token}"} if token else {}
-        return self._reply(self.client.get(BASE + path, params, **headers))
+        return self._reply("GET", BASE + path, self.client.get(BASE + path, params, **headers))
 
     def register(
         self, host: Keypair, agent: Keypair | None = None, body: Any = None, **token_kwargs: Any

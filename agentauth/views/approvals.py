@@ -24,10 +24,12 @@ from django.contrib.auth import authenticate
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import redirect
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_http_methods, require_POST
 from django_otp import devices_for_user
 
@@ -46,7 +48,44 @@ from ..models import (
     HostStatus,
     WebAuthnCredential,
 )
-from .pages import person_page, person_page_api
+from .pages import person_page, person_page_api, render_page
+
+#: What each approval strength asks of the person, in their words (spec §8.11).
+STRENGTH_LABELS = {
+    "none": gettext_lazy("No approval needed"),
+    "session": gettext_lazy("Needs your sign-in"),
+    "webauthn": gettext_lazy("Needs your security key"),
+}
+
+STATUS_LABELS = {
+    "active": gettext_lazy("Active"),
+    "pending": gettext_lazy("Waiting for approval"),
+    "expired": gettext_lazy("Expired (can be reactivated)"),
+    "revoked": gettext_lazy("Revoked"),
+    "rejected": gettext_lazy("Denied"),
+    "claimed": gettext_lazy("Claimed"),
+}
+
+#: Audit event kinds as the connected-apps page names them; unknown kinds show as they are.
+EVENT_LABELS = {
+    "agent.registered": gettext_lazy("Agent connected"),
+    "agent.revoked": gettext_lazy("Agent revoked"),
+    "agent.expired": gettext_lazy("Agent expired"),
+    "agent.reactivated": gettext_lazy("Agent reactivated"),
+    "agent.key_rotated": gettext_lazy("Agent key replaced"),
+    "agent.deleted": gettext_lazy("Agent deleted"),
+    "approval.decided": gettext_lazy("Request decided"),
+    "capability.executed": gettext_lazy("Capability used"),
+    "capability.refused": gettext_lazy("Capability refused"),
+    "capability.requested": gettext_lazy("More access requested"),
+    "grant.revoked": gettext_lazy("Access removed"),
+    "host.created": gettext_lazy("Application registered"),
+    "host.linked": gettext_lazy("Application linked to you"),
+    "host.unlinked": gettext_lazy("Application unlinked"),
+    "host.revoked": gettext_lazy("Application disconnected"),
+    "host.key_rotated": gettext_lazy("Application key replaced"),
+    "webauthn.revoked": gettext_lazy("Security key revoked"),
+}
 
 
 @person_page
@@ -60,8 +99,10 @@ def device(request: HttpRequest) -> HttpResponse:
         if approval is not None:
             return redirect("agentauth:approve", approval_id=approval.pk)
         # One answer for wrong, expired and locked-out codes: nothing to enumerate.
-        error = "That code is not valid. Check it and try again; codes expire after a few minutes."
-    return render(request, "agentauth/device.html", {"code": code, "error": error})
+        error = _(
+            "That code is not valid. Check it and try again; codes expire after a few minutes."
+        )
+    return render_page(request, "agentauth/device.html", {"code": code, "error": error})
 
 
 def _visible_approval(
@@ -89,11 +130,16 @@ def _items(agent: Agent) -> list[dict[str, Any]]:
     items = []
     for grant in agent.grants.filter(status=GrantStatus.PENDING).order_by("capability"):
         cap = registry.get(grant.capability)
+        strength = cap.approval_strength if cap else "webauthn"
         items.append(
             {
                 "grant": grant,
                 "capability": cap,
-                "strength": cap.approval_strength if cap else "webauthn",
+                "strength": strength,
+                "strength_label": STRENGTH_LABELS.get(strength, strength),
+                # Only what needs nobody's approval is ticked in advance: anything that needs a
+                # person is a choice the person makes, one box at a time.
+                "preselected": strength == "none",
                 "constraints": json.dumps(grant.constraints, indent=1) if grant.constraints else "",
             }
         )
@@ -119,10 +165,14 @@ def _page(
         == "webauthn",
         "has_credentials": WebAuthnCredential.objects.filter(user=request.user).exists(),
         "stepped_up": webauthn.stepup_verified(request.session, request.user, approval.pk),
+        "can_approve": approvals.may_decide(approval, request.user, request.session),
+        "can_deny": approvals.may_decide(approval, request.user, request.session, reject=True),
     }
     if error is not None:
         context["error"], context["error_code"] = error.message, error.code
-    return render(request, "agentauth/approve.html", context, status=error.status if error else 200)
+    return render_page(
+        request, "agentauth/approve.html", context, status=error.status if error else 200
+    )
 
 
 @person_page
@@ -145,7 +195,7 @@ def approve(request: HttpRequest, approval_id: str) -> HttpResponse:
                 reject=True,
                 reason=request.POST.get("reason", "")[:500],
             )
-            return render(request, "agentauth/done.html", {"agent": agent, "approved": []})
+            return render_page(request, "agentauth/done.html", {"agent": agent, "approved": []})
         if action != "approve":
             raise ProtocolError("invalid_request", "Choose approve or deny")
         decision = approvals.decide(
@@ -169,7 +219,7 @@ def approve(request: HttpRequest, approval_id: str) -> HttpResponse:
                 return redirect("agentauth:approve", approval_id=current.pk)
             approval.agent.refresh_from_db()
         return _page(request, approval, exc)
-    return render(
+    return render_page(
         request,
         "agentauth/done.html",
         {"agent": agent, "approved": decision.approved, "denied": decision.denied},
@@ -226,8 +276,8 @@ def reauth(request: HttpRequest) -> HttpResponse:
         if user is not None and user.pk == me.pk and otp_ok:
             approvals.mark_authenticated(request.session)
             return redirect(next_url)
-        error = "That did not match. Try again."
-    return render(
+        error = _("That did not match. Try again.")
+    return render_page(
         request,
         "agentauth/reauth.html",
         {"next": next_url, "needs_otp": bool(otp_devices), "error": error},
@@ -238,7 +288,7 @@ def reauth(request: HttpRequest) -> HttpResponse:
 @login_required
 def webauthn_register(request: HttpRequest) -> HttpResponse:
     credentials = WebAuthnCredential.objects.filter(user=request.user).order_by("-created_at")
-    return render(request, "agentauth/webauthn_register.html", {"credentials": credentials})
+    return render_page(request, "agentauth/webauthn_register.html", {"credentials": credentials})
 
 
 @person_page_api
@@ -275,27 +325,92 @@ def webauthn_register_complete(request: HttpRequest) -> JsonResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def connected(request: HttpRequest) -> HttpResponse:
-    """ "Connected apps" (spec §10.8): what can act for you, and the switches to stop it."""
+    """ "Connected apps" (spec §10.8): what can act for you, and the switches to stop it.
+
+    Each switch asks first: the button posts the action, which renders a confirmation page
+    saying what will happen; only a post carrying ``confirm=yes`` does it.
+    """
     user: Any = request.user
     if request.method == "POST":
+        if request.POST.get("confirm") != "yes":
+            return _confirmation(request)
         _connected_action(request)
         return redirect("agentauth:connected")
-    hosts = Host.objects.filter(user=user).exclude(status=HostStatus.REVOKED).order_by("name")
-    agents = (
+    hosts = list(Host.objects.filter(user=user).exclude(status=HostStatus.REVOKED).order_by("name"))
+    for host in hosts:
+        host.status_label = STATUS_LABELS.get(host.status, host.status)  # type: ignore[attr-defined]
+    agent_rows = list(
         Agent.objects.filter(user=user)
         .select_related("host")
         .prefetch_related("grants")
         .order_by("-created_at")
     )
-    activity = AuditEvent.objects.filter(user_id=str(user.pk)).order_by("-created_at")[:50]
-    return render(
+    for agent in agent_rows:
+        agent.status_label = STATUS_LABELS.get(agent.status, agent.status)  # type: ignore[attr-defined]
+    names = {a.pk: a.name for a in agent_rows}
+    activity = list(AuditEvent.objects.filter(user_id=str(user.pk)).order_by("-created_at")[:50])
+    for event in activity:
+        event.label = EVENT_LABELS.get(event.kind, event.kind)  # type: ignore[attr-defined]
+        event.agent_name = names.get(event.agent_id, "")  # type: ignore[attr-defined]
+    return render_page(
         request,
         "agentauth/connected.html",
         {
             "hosts": hosts,
-            "agents": agents,
+            "agents": agent_rows,
             "activity": activity,
             "live_statuses": (AgentStatus.ACTIVE, AgentStatus.PENDING, AgentStatus.EXPIRED),
+        },
+    )
+
+
+def _confirmation(request: HttpRequest) -> HttpResponse:
+    """What the switch will do, in plain words, with the one button that does it."""
+    action, target = request.POST.get("action"), request.POST.get("id", "")
+    user: Any = request.user
+    if action == "revoke_agent":
+        agent = Agent.objects.filter(pk=target, user=user).first()
+        if agent is None:
+            raise PermissionDenied
+        question = _("Revoke %(name)s?") % {"name": agent.name}
+        consequence = _(
+            "It stops working at once and cannot be turned back on. The application can "
+            "connect a new agent, which you would approve again."
+        )
+        button = _("Revoke")
+    elif action in ("revoke_host", "unlink_host"):
+        host = Host.objects.filter(pk=target, user=user).first()
+        if host is None:
+            raise PermissionDenied
+        count = host.agents.exclude(
+            status__in=(AgentStatus.REVOKED, AgentStatus.REJECTED, AgentStatus.CLAIMED)
+        ).count()
+        label = host.name or _("Unnamed application")
+        if action == "revoke_host":
+            question = _("Disconnect %(name)s?") % {"name": label}
+            consequence = _(
+                "The application and its %(count)d agent(s) stop working at once. It cannot "
+                "reconnect with the same key."
+            ) % {"count": count}
+            button = _("Disconnect and revoke")
+        else:
+            question = _("Unlink %(name)s from your account?") % {"name": label}
+            consequence = _(
+                "Its %(count)d agent(s) acting for you are revoked, and the application no "
+                "longer acts for you. It can ask to be linked again."
+            ) % {"count": count}
+            button = _("Unlink")
+    else:
+        raise PermissionDenied
+    return render_page(
+        request,
+        "agentauth/confirm.html",
+        {
+            "question": question,
+            "consequence": consequence,
+            "button": button,
+            "action": action,
+            "target": target,
         },
     )
 
@@ -308,7 +423,7 @@ def _connected_action(request: HttpRequest) -> None:
         if agent is None:
             raise PermissionDenied
         agents.revoke_agent(agent, actor_type="user", actor_id=str(user.pk))
-        messages.success(request, f"Revoked {agent.name}.")
+        messages.success(request, _("Revoked %(name)s.") % {"name": agent.name})
     elif action in ("revoke_host", "unlink_host"):
         host = Host.objects.filter(pk=target, user=user).first()
         if host is None:
@@ -316,9 +431,17 @@ def _connected_action(request: HttpRequest) -> None:
         label = host.name or host.pk
         if action == "revoke_host":
             count = hosts.revoke_host(host, actor_type="user", actor_id=str(user.pk))
-            messages.success(request, f"Disconnected {label}; {count} agent(s) revoked.")
+            messages.success(
+                request,
+                _("Disconnected %(name)s; %(count)d agent(s) revoked.")
+                % {"name": label, "count": count},
+            )
         else:
             revoked = hosts.unlink_host(host, actor_type="user", actor_id=str(user.pk))
-            messages.success(request, f"Unlinked {label}; {len(revoked)} agent(s) revoked.")
+            messages.success(
+                request,
+                _("Unlinked %(name)s; %(count)d agent(s) revoked.")
+                % {"name": label, "count": len(revoked)},
+            )
     else:
         raise PermissionDenied

@@ -30,9 +30,13 @@ from django.core.exceptions import PermissionDenied
 from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.http.response import HttpResponseBase
+from django.shortcuts import render
 from django.template.loader import render_to_string
+from django.utils import translation
 from django.utils.cache import add_never_cache_headers
+from django.utils.translation import gettext_lazy
 
+from ..conf import app_settings
 from ..errors import ProtocolError
 
 logger = logging.getLogger(__name__)
@@ -64,14 +68,27 @@ def secure_headers(response: HttpResponseBase) -> HttpResponseBase:
 
 
 PROBLEMS = {
-    404: ("Not found", "There is no such request, or it has expired or been decided."),
-    403: ("Not allowed", "You cannot do that here."),
+    404: (
+        gettext_lazy("Not found"),
+        gettext_lazy("There is no such request, or it has expired or been decided."),
+    ),
+    403: (gettext_lazy("Not allowed"), gettext_lazy("You cannot do that here.")),
     503: (
-        "Temporarily unavailable",
-        "This page cannot be shown right now because a service it needs is not answering. "
-        "Nothing was approved or changed.",
+        gettext_lazy("Temporarily unavailable"),
+        gettext_lazy(
+            "This page cannot be shown right now because a service it needs is not answering. "
+            "Nothing was approved or changed."
+        ),
     ),
 }
+
+
+def render_page(
+    request: HttpRequest, template: str, context: dict[str, Any] | None = None, status: int = 200
+) -> HttpResponse:
+    """Render a page for a person inside ``AGENTAUTH_BASE_TEMPLATE`` (the site's look)."""
+    full = {"agentauth_base": app_settings.BASE_TEMPLATE, **(context or {})}
+    return render(request, template, full, status=status)
 
 
 def problem_page(status: int, *, as_json: bool = False) -> HttpResponseBase:
@@ -80,9 +97,12 @@ def problem_page(status: int, *, as_json: bool = False) -> HttpResponseBase:
     title, message = PROBLEMS[status]
     headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if status == 503 else {}
     if as_json:
+        # API text stays English, whatever language the page is in.
         code = {404: "not_found", 403: "unauthorized", 503: "temporarily_unavailable"}[status]
-        return JsonResponse({"error": code, "message": message}, status=status, headers=headers)
-    context = {"title": title, "message": message}
+        with translation.override("en"):
+            text = str(message)
+        return JsonResponse({"error": code, "message": text}, status=status, headers=headers)
+    context: dict[str, Any] = {"title": title, "message": message}
     if status == 503:
         context["retry_after"] = str(RETRY_AFTER_SECONDS)
     try:

@@ -8,7 +8,11 @@ rotation) and renders the project's ``registration/login.html`` when there is on
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib.auth import views as auth_views
+
+from ..conf import app_settings
 
 
 class SignInView(auth_views.LoginView):
@@ -17,3 +21,7 @@ class SignInView(auth_views.LoginView):
 
     def get_template_names(self) -> list[str]:
         return [self.template_name, self.fallback_template_name]
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        # Inside the site's look, like the other pages (AGENTAUTH_BASE_TEMPLATE).
+        return {**super().get_context_data(**kwargs), "agentauth_base": app_settings.BASE_TEMPLATE}

@@ -12,6 +12,7 @@ import pytest
 from django.utils import timezone
 
 from agentauth import agents, execution
+from agentauth.audit import AuditLog
 from agentauth.capabilities import registry
 from agentauth.models import Agent, AgentStatus, AuditEvent, CapabilityGrant, Execution
 from agentauth.testing import agent_token, make_agent, make_host
@@ -51,6 +52,11 @@ def poll(api: Api, agent: Any, status_url: str, **token_kwargs: Any) -> Any:
     return api.get(status_url.removeprefix(ISSUER), token=agent_token(a, key, **token_kwargs))
 
 
+def tasks(callbacks: list[Any]) -> list[Any]:
+    """On-commit callbacks other than the audit log's."""
+    return [c for c in callbacks if not isinstance(c, AuditLog)]
+
+
 def started(api: Api, agent: Any, capture: Any, capability: str, arguments: Any = None) -> Any:
     """Accept a job and run its task (the eager Celery task runs on commit)."""
     with capture(execute=True):
@@ -72,7 +78,8 @@ def test_accepted_shape(api: Api, agent: Any, django_capture_on_commit_callbacks
     assert (url.scheme, url.netloc) == (issuer.scheme, issuer.netloc)
     assert url.path.startswith(issuer.path + "/")
     assert int(reply.headers["Retry-After"]) >= 1
-    assert len(callbacks) == 1  # the task is enqueued only once the job row is committed
+    # The task is enqueued only once the job row is committed (beside it: the audit log line).
+    assert len(tasks(callbacks)) == 1
     job = Execution.objects.get()
     assert job.status == "pending" and job.arguments == {"n": 3}
     assert url.path.endswith("/" + job.pk)
@@ -148,7 +155,7 @@ def test_refused_at_acceptance_creates_no_job(
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         assert_error(execute(api, stranger, "slow_report", {"n": 1}), 403, "capability_not_granted")
         assert_error(execute(api, agent, "slow_report", {"n": "x"}), 400, "invalid_request")
-    assert callbacks == [] and not Execution.objects.exists()
+    assert tasks(callbacks) == [] and not Execution.objects.exists()
     codes = set(AuditEvent.objects.filter(kind="capability.refused").values_list("error_code"))
     assert codes == {("capability_not_granted",), ("invalid_request",)}
 

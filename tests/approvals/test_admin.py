@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.utils import quote
 from django.contrib.auth.models import Permission
 from django.test import Client
@@ -398,3 +399,35 @@ def test_audit_log_filters_by_agent_host_user_capability(admin_client: Client, u
         assert response.context["cl"].result_count == expected, query
     page = admin_client.get(reverse("admin:agentauth_agent_change", args=[quote(agent.pk)]))
     assert f"?agent_id={agent.pk}".encode() in page.content
+
+
+# --- WebAuthn credentials ----------------------------------------------------------------------
+
+
+def test_webauthn_credentials_are_listed_read_only_and_revocable(
+    admin_client: Client, user: Any
+) -> None:
+    from agentauth import webauthn
+    from agentauth.errors import ProtocolError
+    from agentauth.models import AuditEvent, WebAuthnCredential
+
+    key = WebAuthnCredential.objects.create(
+        user=user, name="Blue key", confirmed=True, credential_id="cred-1", public_key="pk"
+    )
+    listing = admin_client.get(changelist("webauthncredential"))
+    assert listing.status_code == 200 and b"Blue key" in listing.content
+    change = reverse("admin:agentauth_webauthncredential_change", args=[key.pk])
+    admin_client.post(change, {"name": "Renamed", "confirmed": ""})
+    key.refresh_from_db()
+    assert key.name == "Blue key" and key.confirmed  # no editing
+    assert admin_client.get(reverse("admin:agentauth_webauthncredential_add")).status_code == 403
+
+    data = {"action": "revoke_credentials", ACTION_CHECKBOX_NAME: [key.pk]}
+    admin_client.post(changelist("webauthncredential"), data)
+    key.refresh_from_db()
+    assert not key.confirmed
+    assert AuditEvent.objects.filter(kind="webauthn.revoked", user_id=str(user.pk)).count() == 1
+    with pytest.raises(ProtocolError):  # a revoked key no longer offers a step-up
+        webauthn.begin_stepup(admin_client.session, user, "apr_x")
+    admin_client.post(changelist("webauthncredential"), data)  # a repeat records nothing
+    assert AuditEvent.objects.filter(kind="webauthn.revoked").count() == 1

@@ -206,10 +206,20 @@ def test_connected_apps(client: Client, user: Any, django_user_model: Any) -> No
         ).status_code
         == 403
     )
-    client.post("/api/auth/connected", {"action": "revoke_agent", "id": agent.pk})
+    # Each switch asks first; only the confirmation does it.
+    asked = client.post("/api/auth/connected", {"action": "revoke_agent", "id": agent.pk})
+    assert asked.status_code == 200 and f"Revoke {agent.name}?" in asked.content.decode()
+    agent.refresh_from_db()
+    assert agent.status == "active"
+    confirm = {"action": "revoke_agent", "id": agent.pk, "confirm": "yes"}
+    assert client.post("/api/auth/connected", confirm).status_code == 302
     agent.refresh_from_db()
     assert agent.status == "revoked"
-    client.post("/api/auth/connected", {"action": "unlink_host", "id": host.pk})
+    asked = client.post("/api/auth/connected", {"action": "unlink_host", "id": host.pk})
+    assert 'name="confirm" value="yes"' in asked.content.decode()
+    host.refresh_from_db()
+    assert host.user_id == user.pk
+    client.post("/api/auth/connected", {"action": "unlink_host", "id": host.pk, "confirm": "yes"})
     host.refresh_from_db()
     assert host.user_id is None
 
@@ -218,7 +228,11 @@ def test_connected_apps_revoke_host(client: Client, user: Any) -> None:
     host, _ = make_host(user=user)
     agent, _ = make_agent(host)
     client.force_login(user)
-    client.post("/api/auth/connected", {"action": "revoke_host", "id": host.pk})
+    asked = client.post("/api/auth/connected", {"action": "revoke_host", "id": host.pk})
+    assert "1 agent(s) stop working" in asked.content.decode()
+    host.refresh_from_db()
+    assert host.status == "active"
+    client.post("/api/auth/connected", {"action": "revoke_host", "id": host.pk, "confirm": "yes"})
     host.refresh_from_db()
     agent.refresh_from_db()
     assert host.status == "revoked" and agent.status == "revoked"

@@ -138,6 +138,15 @@ def test_user_approves_one_capability_and_denies_another(
     assert page.eval_on_selector("body", "b => getComputedStyle(b).maxWidth") != "none"
     assert_csp_clean(page, connected)
 
+    # Revoking asks first, on a page of its own (no script, so the CSP stays strict).
+    page.get_by_role("button", name="Revoke…", exact=True).click()
+    page.wait_for_selector("#consequence")
+    shot(page, "05b-confirm-revoke")
+    assert_csp_clean(page)
+    page.get_by_role("link", name="Cancel").click()
+    page.wait_for_selector("text=Recent activity")
+    assert client.status(connection.agent_id)["status"] == "active"
+
 
 def test_webauthn_capability_with_a_virtual_authenticator(
     server: str, page: Any, django_user_model: Any
@@ -171,6 +180,9 @@ def test_webauthn_capability_with_a_virtual_authenticator(
     page.get_by_label("Code").fill(connection.approval["user_code"])
     page.get_by_role("button", name="Continue").click()
     page.wait_for_selector("#webauthn-verify")
+    # Needs a person: not ticked in advance; the person ticks it, then verifies.
+    assert not page.get_by_role("checkbox", name="transfer").is_checked()
+    page.get_by_role("checkbox", name="transfer").check()
     shot(page, "07-approve-webauthn")
     page.get_by_role("button", name="Verify with passkey").click()
     page.wait_for_selector("#result", timeout=15000)

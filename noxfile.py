@@ -15,12 +15,12 @@ nox.options.error_on_missing_interpreters = False
 PYTHONS = ["3.11", "3.12", "3.13"]
 DJANGOS = {"5.2": "Django>=5.2,<5.3", "6.0": "Django>=6.0,<6.1"}
 FAST = [
-    "tests/test_discovery.py",
-    "tests/test_registration.py",
-    "tests/test_execute.py",
-    "tests/test_approval_pages.py",
-    "tests/test_project_setup.py",
-    "tests/test_client_unit.py",
+    "tests/api/test_discovery.py",
+    "tests/api/test_registration.py",
+    "tests/api/test_execute.py",
+    "tests/approvals/test_approval_pages.py",
+    "tests/domain/test_project_setup.py",
+    "tests/domain/test_client_unit.py",
 ]
 
 

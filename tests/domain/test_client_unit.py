@@ -41,7 +41,7 @@ from agentauth.client import http as client_http
 from agentauth.client.cli import main as cli_main
 from agentauth.client.sse import parse_event_stream
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # RFC 8037 Appendix A.1 Ed25519 key and its RFC 7638 thumbprint from Appendix A.3.
 RFC8037_D = "nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A"

@@ -181,7 +181,7 @@ def worker(
             stdout=log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            cwd=Path(__file__).resolve().parent.parent,
+            cwd=Path(__file__).resolve().parents[2],
         )
     running = Worker(node=node, proc=proc, log=log, mail_dir=mail_dir)
     failures_before = request.session.testsfailed

@@ -24,7 +24,7 @@ from agentauth.testing import Keypair, agent_token, make_agent, make_host
 from agentauth.views import base
 from tests.conftest import ISSUER, Api
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def ids(messages: list[Any]) -> list[str]:

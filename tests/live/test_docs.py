@@ -38,7 +38,7 @@ from agentauth.capabilities import registry
 from agentauth.client import AgentAuthClient, cli
 from agentauth.conf import known_setting_names
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 DEMO_ORIGINS = ("http://127.0.0.1:8000", "https://support.example.com")
 SKIP = re.compile(r"<!--\s*docs-test:\s*skip:\s*(.+?)\s*-->")

@@ -130,6 +130,11 @@ _APPROVAL = {
         "binding_message": _STRING,
         "expires_in": {"type": "integer", "minimum": 0},
         "interval": {"type": "integer", "minimum": 0},
+        "notification_url": {
+            "type": "string",
+            "format": "uri",
+            "description": "Approval events (spec §10.10.2), when AGENTAUTH_APPROVAL_EVENTS is on.",
+        },
     },
     "required": ["method", "expires_in", "interval"],
     "additionalProperties": False,
@@ -504,6 +509,15 @@ OPERATIONS: tuple[Operation, ...] = (
         responses={200: "Job"},
     ),
     Operation(
+        "approval_events",
+        "get",
+        "Wait for the approval outcome (server-sent events)",
+        "§10.10.2",
+        security=("hostJwt",),
+        responses={200: "AgentStatus"},
+        stream=True,
+    ),
+    Operation(
         "introspect",
         "post",
         "Introspect an agent JWT",
@@ -529,7 +543,14 @@ def _error_statuses(op: Operation) -> list[int]:
         statuses.add(401)
     if op.security and op.security != ("resourceServer",):
         statuses.add(403)
-    if op.route in ("describe_capability", "status", "reactivate", "revoke", "rotate_key"):
+    if op.route in (
+        "describe_capability",
+        "status",
+        "reactivate",
+        "revoke",
+        "rotate_key",
+        "approval_events",
+    ):
         statuses.add(404)
     if op.route in ("execute", "execution_status"):
         statuses.add(404)
@@ -555,6 +576,10 @@ def _path(route: str) -> str | None:
         if route == "execution_status":
             full = reverse("agentauth:execution_status", args=["JOBID"]).replace(
                 "JOBID", "{job_id}"
+            )
+        elif route == "approval_events":
+            full = reverse("agentauth:approval_events", args=["AGENTID"]).replace(
+                "AGENTID", "{agent_id}"
             )
         else:
             full = reverse(f"agentauth:{route}")
@@ -588,6 +613,8 @@ def _operation(op: Operation) -> dict[str, Any]:
     ]
     if op.route == "execution_status":
         params.append({"name": "job_id", "in": "path", "required": True, "schema": _STRING})
+    if op.route == "approval_events":
+        params.append({"name": "agent_id", "in": "path", "required": True, "schema": _STRING})
     if params:
         result["parameters"] = params
     if op.request is not None:
@@ -597,11 +624,14 @@ def _operation(op: Operation) -> dict[str, Any]:
         }
     for status, schema in op.responses.items():
         content: dict[str, Any] = {"application/json": {"schema": _ref(schema)}}
+        if op.route == "approval_events":
+            # One SSE event whose data is the status body, then the stream ends.
+            content = {}
         if op.stream and status == 200:
             content["text/event-stream"] = {
                 "schema": {
                     "type": "string",
-                    "description": "Stream capabilities: server-sent JSON events (spec §5.11).",
+                    "description": f"Server-sent JSON events (spec {op.spec}).",
                 }
             }
         result["responses"][str(status)] = {"description": schema, "content": content}

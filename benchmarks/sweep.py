@@ -1,4 +1,4 @@
-"""Wall time and query count of the lifecycle sweep over many lapsed agents (issue 4).
+"""Wall time and query count of the lifecycle sweep over many lapsed agents.
 
     .venv/bin/python -m benchmarks.sweep --agents 100000 \\
         --db postgres://postgres@127.0.0.1:5432/agentauth_sweep_bench

@@ -171,7 +171,7 @@ def test_unknown_operator_in_a_stored_grant(api: Api, agent: Any) -> None:
 
 
 def test_handler_failure_is_a_spec_error(api: Api, agent: Any) -> None:
-    # Issue: handler exceptions become a spec error, never a 500 page, and are audited.
+    # Handler exceptions become a spec error, never a 500 page, and are audited.
     reply = execute(api, agent, "explode")
     assert_error(reply, 500, "internal_error")
     assert "internal details" not in json.dumps(reply.body)
@@ -540,7 +540,7 @@ def test_refusals_carry_their_code_in_audit_and_signal(api: Api, executor: Any) 
 
 @pytest.mark.django_db(transaction=True)
 def test_warm_execution_under_autocommit(api: Api, executor: Any) -> None:
-    # Issue acceptance: one transaction per warm execution. Under autocommit (as in production,
+    # One transaction per warm execution. Under autocommit (as in production,
     # no test transaction around the request) SQLite's backend logs BEGIN/COMMIT as queries:
     # one BEGIN, the jti record, the agent+host+grant read, the audit row, one COMMIT.
     # (Round trips on PostgreSQL: tests/api/test_execute_hot_path.py.)

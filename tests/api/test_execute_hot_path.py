@@ -133,7 +133,7 @@ def round_trips(api: Api, agent: Any) -> Any:
 @needs_postgres
 @pytest.mark.django_db(transaction=True)
 def test_round_trips_database_guard(api: Api, user: Any) -> None:
-    # Issue acceptance: <= 4 round trips per warm execute, BEGIN and COMMIT included.
+    # The budget: <= 4 round trips per warm execute, BEGIN and COMMIT included.
     host, _ = make_host(user=user)
     agent = make_agent(host, grants=["check_balance"], mode=AgentMode.DELEGATED)
     trips = round_trips(api, agent)

@@ -572,7 +572,7 @@ def test_parallel_sweeps_audit_each_row_once(user: Any) -> None:
 @postgres
 @pytest.mark.django_db(transaction=True)
 def test_sweep_of_100000_agents_is_bounded(user: Any, django_assert_max_num_queries: Any) -> None:
-    # Issue 4 acceptance: 100,000 agents with grants lapse; one sweep, a bounded query count.
+    # 100,000 agents with grants lapse; one sweep, a bounded query count.
     import time
 
     host, _ = make_host(user=user)

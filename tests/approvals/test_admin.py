@@ -340,7 +340,7 @@ def test_host_admin_validates_default_capabilities(admin_client: Client) -> None
 
 
 def test_link_host_action_claims_autonomous_agents(admin_client: Client, user: Any) -> None:
-    # Issue 5 admin: hosts with link / unlink / revoke; spec §2.9, §2.10
+    # Hosts in the admin: link / unlink / revoke; spec §2.9, §2.10
     host, _ = make_host()
     robot, _ = make_agent(host, mode="autonomous", grants=["check_balance"])
     form = run_action(admin_client, "host", "link", [host.pk])

@@ -147,7 +147,7 @@ def test_not_enrolled(signed_in: Client, transfer_request: str) -> None:
     ["wrong_challenge", "wrong_origin", "replayed_counter", "no_user_verification"],
 )
 def test_step_up_refusals(signed_in: Client, transfer_request: str, misbehave: str) -> None:
-    # checklist AP20, S28; the offline ceremony cases.
+    # checklist AP20, S28; the offline ceremony cases.
     soft = SoftAuthenticator()
     register_credential(signed_in, soft)
     if misbehave == "replayed_counter":

@@ -320,7 +320,7 @@ def test_redelivered_job_runs_once(
 
 
 def test_beat_scheduled_sweep_expires_agents_and_grants(worker: Worker, user: Any) -> None:
-    # Issue 4 acceptance: the beat-scheduled sweep, run by a real worker, expires what lapsed.
+    # The beat-scheduled sweep, run by a real worker, expires what lapsed.
     host, _ = make_host(user=user)
     idle, _ = make_agent(host, grants=["check_balance"])
     Agent.objects.filter(pk=idle.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
@@ -346,7 +346,7 @@ def test_beat_scheduled_sweep_expires_agents_and_grants(worker: Worker, user: An
 def test_ciba_email_from_the_worker_approves(
     worker: Worker, api: Api, client: Client, user: Any
 ) -> None:
-    # Issue 5 acceptance: the worker delivers the CIBA email; its link approves the request.
+    # The worker delivers the CIBA email; its link approves the request.
     reply = api.register(
         Keypair.generate(),
         body={

@@ -1,6 +1,6 @@
 """``agentauth-conformance`` against our own server, over real HTTP (``live_server``).
 
-The main test is the acceptance bar for issue 14: our server passes every MUST check the
+The main test is the bar: our server passes every MUST check the
 checker has. People's approvals go through ``agentauth_approve`` (the operator path), called
 in-process because the live server's test database is not visible to a subprocess. The other
 tests keep the checker honest: it must notice a rule being broken, give skip reasons, never

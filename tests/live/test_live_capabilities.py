@@ -1,4 +1,4 @@
-"""Issue acceptance over real HTTP: an agent uses the support desk's capabilities.
+"""Over real HTTP: an agent uses the support desk's capabilities.
 
 Black box, like ``tests/live/test_live_server.py``: ``AgentAuthClient`` talks to ``live_server``;
 the operator's steps (pre-registering the host, approving a capability) are management commands.

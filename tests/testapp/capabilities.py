@@ -83,7 +83,7 @@ def close_account(ctx: Any, *, account_id: str) -> dict[str, Any]:
     }
 
 
-# --- execution modes and failure paths (issue 3 tests) -------------------------------------
+# --- execution modes and failure paths -------------------------------------------------
 
 
 @capability(

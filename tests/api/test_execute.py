@@ -238,22 +238,6 @@ def test_execution_slides_the_session(api: Api, agent: Any) -> None:
     assert agent[0].last_used_at is not None
 
 
-def test_warm_execution_query_budget(api: Api, agent: Any) -> None:
-    # Counted: data statements (round trips on PostgreSQL, BEGIN/COMMIT included, are counted in
-    # tests/api/test_execute_hot_path.py). SAVEPOINT/RELEASE come from the test's own transaction.
-    execute(api, agent, "check_balance", {"account_id": "a"})  # warm: the session has slid
-    with CaptureQueriesContext(connection) as captured:
-        reply = execute(api, agent, "check_balance", {"account_id": "a"})
-    assert reply.status == 200
-    statements = [q["sql"] for q in captured.captured_queries]
-    data = [sql for sql in statements if not sql.startswith(("SAVEPOINT", "RELEASE SAVEPOINT"))]
-    if connection.vendor == "postgresql":
-        # The jti record and the locked read of agent, host and grant are one statement.
-        assert [sql.split()[0] for sql in data] == ["WITH", "INSERT"], data
-    else:
-        assert [sql.split()[0] for sql in data] == ["INSERT", "SELECT", "INSERT"], data
-
-
 # --- async ----------------------------------------------------------------------------------
 
 
@@ -540,10 +524,11 @@ def test_refusals_carry_their_code_in_audit_and_signal(api: Api, executor: Any) 
 
 @pytest.mark.django_db(transaction=True)
 def test_warm_execution_under_autocommit(api: Api, executor: Any) -> None:
-    # One transaction per warm execution. Under autocommit (as in production,
-    # no test transaction around the request) SQLite's backend logs BEGIN/COMMIT as queries:
-    # one BEGIN, the jti record, the agent+host+grant read, the audit row, one COMMIT.
-    # (Round trips on PostgreSQL: tests/api/test_execute_hot_path.py.)
+    # The warm-execution budget, in the one place it is pinned for every database: one
+    # transaction under autocommit (as in production, no test transaction around the request;
+    # SQLite's backend logs BEGIN/COMMIT as queries): one BEGIN, the jti record, the
+    # agent+host+grant read (one statement with the jti on PostgreSQL), the audit row, one
+    # COMMIT. Round trips on the wire (PostgreSQL): tests/api/test_execute_hot_path.py.
     run(api, executor, "check_balance", {"account_id": "a"})  # warm: the session has slid
     with CaptureQueriesContext(connection) as captured:
         reply = run(api, executor, "check_balance", {"account_id": "a"})

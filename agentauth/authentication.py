@@ -43,7 +43,8 @@ class AgentAuthError(exceptions.APIException):
         self.protocol_error = error
         # DRF's exception handler turns these two attributes into headers.
         if error.status == 401:
-            self.auth_header = discovery_challenge()
+            # A DPoP error carries its own challenge (RFC 9449 §7.1).
+            self.auth_header = error.headers.get("WWW-Authenticate") or discovery_challenge()
         if "Retry-After" in error.headers:
             self.wait = int(error.headers["Retry-After"])
 
@@ -63,7 +64,7 @@ class AgentAuthentication(BaseAuthentication):
 
     def authenticate(self, request: Request) -> tuple[Any, VerifiedAgent] | None:
         header = request.META.get("HTTP_AUTHORIZATION", "")
-        if not header.lower().startswith("bearer "):
+        if not header.lower().startswith(("bearer ", "dpop ")):
             return None  # let other authenticators try
         if not requires_capability(request):
             if not is_agent_jwt(header[len("bearer ") :].strip()):

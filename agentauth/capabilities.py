@@ -39,6 +39,8 @@ class Capability:
     handler: Callable[..., Any] | str | None = field(default=None, compare=False)
     #: Server-imposed constraints, intersected with whatever an agent asks for (spec §2.13).
     constraints: Mapping[str, Any] | None = None
+    #: Every call needs a DPoP proof bound to the agent JWT (spec §8.3, RFC 9449).
+    require_dpop: bool = False
 
     def resolve_handler(self) -> Callable[..., Any] | None:
         if isinstance(self.handler, str):
@@ -142,6 +144,7 @@ def capability(
     public: bool = True,
     mode: Mode = "sync",
     constraints: Mapping[str, Any] | None = None,
+    require_dpop: bool = False,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Declare a capability whose handler is the decorated function.
 
@@ -162,6 +165,7 @@ def capability(
                 mode=mode,
                 handler=func,
                 constraints=constraints,
+                require_dpop=require_dpop,
             )
         )
         return func

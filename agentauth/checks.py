@@ -54,6 +54,17 @@ def check_capabilities(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                         id="agentauth.E011",
                     )
                 )
+    if app_settings.DPOP == "off":
+        for cap in registry:
+            if cap.require_dpop:
+                errors.append(
+                    Error(
+                        f"Capability {cap.name!r} has require_dpop=True but AGENTAUTH_DPOP is "
+                        "'off', so no call to it can succeed.",
+                        hint="Set AGENTAUTH_DPOP to 'optional' or 'required'.",
+                        id="agentauth.E013",
+                    )
+                )
     unknown = [n for n in app_settings.DEFAULT_HOST_CAPABILITIES if n not in registry]
     if unknown:
         errors.append(

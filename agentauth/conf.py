@@ -116,6 +116,30 @@ class AppSettings:
     def REPLAY_CACHE_ALIAS(self) -> str:
         return str(_get("REPLAY_CACHE_ALIAS", "default"))
 
+    # --- DPoP proof of possession (spec §4.4, §8.14; RFC 9449) ---------------------------
+    @property
+    def DPOP(self) -> str:
+        """``"off"`` (default), ``"optional"`` (a proof is checked when sent, and a DPoP-bound
+        agent JWT always needs one) or ``"required"`` (every agent-JWT request carries a proof
+        and its JWT carries ``cnf.jkt``). Anything else counts as ``"required"``: fail closed."""
+        value = str(_get("DPOP", "off"))
+        return value if value in ("off", "optional") else "required"
+
+    @property
+    def DPOP_NONCE(self) -> bool:
+        """Demand a server-issued ``nonce`` in every proof (RFC 9449 §9)."""
+        return bool(_get("DPOP_NONCE", False))
+
+    @property
+    def DPOP_NONCE_LIFETIME(self) -> int:
+        """Seconds a server nonce stays valid (it is stateless: a MAC over its issue time)."""
+        return int(_get("DPOP_NONCE_LIFETIME", 300))
+
+    @property
+    def DPOP_PROOF_MAX_AGE(self) -> int:
+        """How old a proof's ``iat`` may be, in seconds (RFC 9449 §11.1: a short window)."""
+        return min(int(_get("DPOP_PROOF_MAX_AGE", 60)), JWT_LIFETIME_HARD_MAX)
+
     # --- keys by URL (spec §4.1, §4.2, §8.12, §10.4) ----------------------------------------
     @property
     def JWKS_FETCH_TIMEOUT(self) -> float:

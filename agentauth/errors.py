@@ -22,6 +22,8 @@ ERRORS: dict[str, tuple[int, str]] = {
     "unknown_constraint_operator": (400, "Constraint contains an unrecognized operator"),
     "invalid_jwt": (401, "JWT is invalid, expired, or signature failed"),
     "authentication_required": (401, "Authentication is required"),
+    "invalid_dpop_proof": (401, "The DPoP proof is missing or invalid"),
+    "use_dpop_nonce": (401, "Retry with the nonce from the DPoP-Nonce header"),
     "agent_revoked": (403, "Agent has been revoked"),
     "agent_expired": (403, "Agent session has expired"),
     "absolute_lifetime_exceeded": (403, "Agent's absolute lifetime has elapsed"),

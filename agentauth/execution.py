@@ -26,7 +26,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connections, transaction
 from django.utils import timezone
 
-from . import audit, constraints, jobs, signals
+from . import audit, constraints, dpop, jobs, signals
 from .capabilities import Capability, registry
 from .conf import app_settings
 from .errors import ProtocolError, invalid_request
@@ -75,6 +75,7 @@ def execute(verified: VerifiedAgent, name: Any, arguments: Any, request: Any = N
     """
     try:
         cap = lookup(name, verified)
+        dpop.require_for(cap, verified)  # §4.5 step 9, per capability (not re-run by jobs)
         if cap.url and cap.url != app_settings.DEFAULT_LOCATION:
             raise invalid_request(
                 f"Capability '{cap.name}' is executed at its own location", location=cap.url

@@ -16,7 +16,7 @@ from typing import Any
 from django.core.exceptions import SuspiciousOperation
 from django.http import HttpRequest
 
-from . import clocks, execution, ratelimit
+from . import clocks, dpop, execution, ratelimit
 from .capabilities import registry
 from .conf import app_settings
 from .errors import ProtocolError, invalid_request
@@ -33,7 +33,11 @@ def expected_audiences(request: HttpRequest) -> set[str]:
 
 
 def authenticate(request: HttpRequest) -> VerifiedAgent:
-    verified = verify_agent_jwt(bearer_token(request), audiences=expected_audiences(request))
+    mode = app_settings.DPOP
+    if mode == "off":
+        verified = verify_agent_jwt(bearer_token(request), audiences=expected_audiences(request))
+    else:
+        verified = dpop.authenticate(request, expected_audiences(request), mode)
     ratelimit.hit("agent", verified.agent.pk)
     clocks.touch(verified.agent)
     return verified
@@ -150,6 +154,7 @@ def authorize(
     for name in names:
         cap = execution.lookup(name, verified)
         try:
+            dpop.require_for(cap, verified)
             grants[name] = execution.authorize(verified, cap, arguments)
         except ProtocolError as exc:
             execution.record(verified, name, error=exc)

@@ -44,6 +44,8 @@ class VerifiedAgent:
     agent: Agent
     host: Host
     claims: dict[str, Any]
+    #: Thumbprint of the DPoP proof key this request was proven with (``agentauth.dpop``).
+    dpop_jkt: str | None = None
 
     @property
     def capabilities_claim(self) -> list[str] | None:

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from agentauth.errors import ProtocolError
 
-from . import http, live
+from . import dpop, http, live
 from .connection import AgentConnection
 from .errors import ClientError
 from .identity import Keypair
@@ -147,6 +147,7 @@ class AgentAuthClient:
         self._discovery: dict[str, Any] | None = None
         self._discovery_expires = 0.0
         self._described: dict[str, dict[str, Any]] = {}
+        self._dpop = dpop.DPoPSession()
 
     # -- discovery ----------------------------------------------------------------------------
 
@@ -239,6 +240,8 @@ class AgentAuthClient:
         capabilities: Iterable[str] | None = None,
         lifetime: int = DEFAULT_LIFETIME,
     ) -> str:
+        # Bound to the proof key when the server speaks DPoP (spec §4.4: SHOULD carry cnf.jkt).
+        bound = {"cnf": dpop.cnf(connection.agent)} if self.uses_dpop else None
         return sign_agent_jwt(
             connection.agent,
             agent_id=connection.agent_id,
@@ -246,7 +249,13 @@ class AgentAuthClient:
             host_thumbprint=self._agent_iss(connection),
             capabilities=capabilities,
             lifetime=lifetime,
+            extra_claims=bound,
         )
+
+    @property
+    def uses_dpop(self) -> bool:
+        """Whether agent requests carry DPoP proofs: only when discovery advertises it."""
+        return dpop.advertised(self.discover())
 
     def _agent_iss(self, connection: AgentConnection) -> str | None:
         if self.agent_iss == "omit":
@@ -284,6 +293,20 @@ class AgentAuthClient:
 
     # -- transport ----------------------------------------------------------------------------
 
+    def _send(
+        self,
+        method: str,
+        url: str,
+        token: TokenFactory,
+        proof_key: Keypair | None,
+        **kwargs: Any,
+    ) -> http.Response:
+        """One request; with a DPoP proof by ``proof_key`` when the server speaks DPoP."""
+        if proof_key is not None and self.uses_dpop:
+            agent_token: Callable[[], str] = lambda: str(token())  # noqa: E731
+            return self._dpop.request(proof_key, method, url, agent_token, **kwargs)
+        return http.request(method, url, token=token(), **kwargs)
+
     def _call(
         self,
         method: str,
@@ -292,23 +315,26 @@ class AgentAuthClient:
         token: TokenFactory = _no_token,
         json_body: Any = None,
         query: Mapping[str, Any] | None = None,
+        proof_key: Keypair | None = None,
     ) -> Any:
         """Call a discovery endpoint; on an unexpected 404/410 refresh discovery once (§10.5).
 
         ``token`` is a factory so a retry gets a freshly signed JWT (new ``jti``).
+        ``proof_key`` is the agent key for agent-JWT calls (DPoP, when advertised).
         """
         url = self.endpoint(endpoint)
-        resp = http.request(
-            method, url, token=token(), json_body=json_body, query=query, timeout=self.timeout
+        resp = self._send(
+            method, url, token, proof_key, json_body=json_body, query=query, timeout=self.timeout
         )
         if resp.status in (404, 410) and self._looks_like_missing_endpoint(resp):
             self.discover(force=True)
             new_url = self.endpoint(endpoint)
             if new_url != url:
-                resp = http.request(
+                resp = self._send(
                     method,
                     new_url,
-                    token=token(),
+                    token,
+                    proof_key,
                     json_body=json_body,
                     query=query,
                     timeout=self.timeout,
@@ -332,6 +358,12 @@ class AgentAuthClient:
         if connection is None:
             raise ValueError("auth='agent' needs a connection")
         return lambda: self._agent_token(connection)
+
+    @staticmethod
+    def _proof_key(connection: AgentConnection | None, auth: AuthMode | None) -> Keypair | None:
+        """The DPoP proof key when the call is made with an agent JWT (see ``client.dpop``)."""
+        agent_auth = (auth or ("agent" if connection is not None else "host")) == "agent"
+        return connection.agent if agent_auth and connection is not None else None
 
     # -- registration and lifecycle (host JWT) ------------------------------------------------
 
@@ -529,6 +561,7 @@ class AgentAuthClient:
                 "capabilities",
                 token=self._auth_factory(connection, auth),
                 query=params,
+                proof_key=self._proof_key(connection, auth),
             ),
             "capabilities",
         )
@@ -571,6 +604,7 @@ class AgentAuthClient:
                 "describe_capability",
                 token=self._auth_factory(connection, auth),
                 query={"name": name},
+                proof_key=self._proof_key(connection, auth),
             ),
             "describe_capability",
         )
@@ -602,6 +636,7 @@ class AgentAuthClient:
                 "request_capability",
                 token=lambda: self._agent_token(connection),
                 json_body=body,
+                proof_key=connection.agent,
             ),
             "request_capability",
         )
@@ -637,9 +672,15 @@ class AgentAuthClient:
         body: dict[str, Any] = {"capability": capability}
         if arguments is not None:
             body["arguments"] = dict(arguments)
-        token = self._agent_token(connection, audience=target, capabilities=[capability])
         resp = http.raise_for_error(
-            http.request("POST", target, token=token, json_body=body, timeout=self.timeout)
+            self._send(
+                "POST",
+                target,
+                lambda: self._agent_token(connection, audience=target, capabilities=[capability]),
+                connection.agent,
+                json_body=body,
+                timeout=self.timeout,
+            )
         )
         if resp.content_type == "text/event-stream":
             return resp.body
@@ -700,8 +741,13 @@ class AgentAuthClient:
             if remaining <= 0:
                 raise ClientError("execution_timeout", f"still pending after {self.poll_timeout} s")
             self._sleep(min(wait, remaining))
-            token = self._agent_token(connection, capabilities=[capability])
-            resp = http.request("GET", status_url, token=token, timeout=self.timeout)
+            resp = self._send(
+                "GET",
+                status_url,
+                lambda: self._agent_token(connection, capabilities=[capability]),
+                connection.agent,
+                timeout=self.timeout,
+            )
             if resp.status == 429 or resp.status >= 500:
                 continue  # transient: keep the last pending body, honour Retry-After next round
             body = _as_dict(http.raise_for_error(resp).body, "status_url")

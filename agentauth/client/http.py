@@ -141,11 +141,12 @@ def request(
     timeout: float = 10,
     headers: Mapping[str, str] | None = None,
     max_bytes: int = MAX_BODY_BYTES,
+    scheme: str = "Bearer",
 ) -> Response:
     """Send one request and return the response, whatever its status.
 
-    ``token`` becomes ``Authorization: Bearer``. Network failures raise :class:`ClientError`
-    (``network_error``) so callers only ever handle ``ProtocolError``.
+    ``token`` becomes ``Authorization: <scheme> <token>`` (``Bearer``, or ``DPoP``). Network
+    failures raise :class:`ClientError` (``network_error``) so callers only ever handle ``ProtocolError``.
     """
     if urlsplit(url).scheme.lower() not in ("http", "https"):
         raise ClientError("untrusted_url", f"only http(s) URLs are fetched, not {url!r}")
@@ -162,7 +163,7 @@ def request(
         req.add_header(key, value)
     if token is not None:
         # Unredirected: only _Redirects may carry it on, and only to the same origin.
-        req.add_unredirected_header("Authorization", f"Bearer {token}")
+        req.add_unredirected_header("Authorization", f"{scheme} {token}")
     try:
         with _opener.open(req, timeout=timeout) as resp:
             return _response(resp.status, resp.headers, resp, max_bytes)

@@ -6,7 +6,7 @@ from collections.abc import Collection
 
 from django.http import HttpRequest
 
-from .. import clocks, jws, ratelimit
+from .. import clocks, dpop, jws, ratelimit
 from ..conf import app_settings
 from ..errors import ProtocolError
 from ..tokens import (
@@ -21,8 +21,13 @@ from ..tokens import (
 
 
 def authenticate_agent(request: HttpRequest, audiences: Collection[str]) -> VerifiedAgent:
-    """Verify the agent JWT, meter the agent, slide its session (checklist Q14)."""
-    verified = verify_agent_jwt(bearer_token(request), audiences=audiences)
+    """Verify the agent JWT (and its DPoP proof, §4.5 step 9), meter the agent, slide its
+    session (checklist Q14)."""
+    mode = app_settings.DPOP
+    if mode == "off":
+        verified = verify_agent_jwt(bearer_token(request), audiences=audiences)
+    else:
+        verified = dpop.authenticate(request, audiences, mode)
     ratelimit.hit("agent", verified.agent.pk)
     clocks.touch(verified.agent)
     return verified

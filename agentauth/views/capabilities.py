@@ -12,7 +12,7 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.utils import timezone
 
-from .. import execution, fastpath, wire
+from .. import dpop, execution, fastpath, wire
 from ..capabilities import Capability, registry
 from ..conf import app_settings
 from ..errors import ProtocolError, invalid_request
@@ -239,4 +239,5 @@ class ExecutionStatusView(ProtocolView):
         if job is None:
             # Another agent's job is indistinguishable from no job (checklist E13).
             raise ProtocolError("not_found", "No such execution")
+        dpop.require_for(registry.get(job.capability), verified)
         return json_response(wire.job(job))

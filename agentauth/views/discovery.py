@@ -7,7 +7,7 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse
 from django.urls import NoReverseMatch, reverse
 
-from .. import ratelimit
+from .. import dpop, ratelimit
 from ..conf import app_settings
 from .base import ProtocolView, json_response
 
@@ -57,6 +57,7 @@ def document() -> dict[str, Any]:
         "approval_methods": list(app_settings.APPROVAL_METHODS),
         "endpoints": endpoints(),
     }
+    doc.update(dpop.discovery_fields())
     if app_settings.JWKS_URI:
         doc["jwks_uri"] = app_settings.JWKS_URI
     return doc

@@ -135,8 +135,10 @@ def _check_claims(request: HttpRequest, claims: dict[str, Any], token: str) -> f
         raise invalid("DPoP proof htm does not match the request method")
     htu = claims.get("htu")
     expected = app_settings.ORIGIN + request.path  # never the Host header (spec §8.18)
-    if not isinstance(htu, str) or len(htu) > 2048 or (
-        _normalize_url(htu) != _normalize_url(expected)
+    if (
+        not isinstance(htu, str)
+        or len(htu) > 2048
+        or (_normalize_url(htu) != _normalize_url(expected))
     ):
         raise invalid("DPoP proof htu does not match the request URL")
     iat = claims.get("iat")

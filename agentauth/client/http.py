@@ -146,7 +146,8 @@ def request(
     """Send one request and return the response, whatever its status.
 
     ``token`` becomes ``Authorization: <scheme> <token>`` (``Bearer``, or ``DPoP``). Network
-    failures raise :class:`ClientError` (``network_error``) so callers only ever handle ``ProtocolError``.
+    failures raise :class:`ClientError` (``network_error``) so callers only ever handle
+    ``ProtocolError``.
     """
     if urlsplit(url).scheme.lower() not in ("http", "https"):
         raise ClientError("untrusted_url", f"only http(s) URLs are fetched, not {url!r}")

@@ -64,7 +64,8 @@ class AgentAuthentication(BaseAuthentication):
 
     def authenticate(self, request: Request) -> tuple[Any, VerifiedAgent] | None:
         header = request.META.get("HTTP_AUTHORIZATION", "")
-        if not header.lower().startswith(("bearer ", "dpop ")):
+        schemes = ("bearer ",) if app_settings.DPOP == "off" else ("bearer ", "dpop ")
+        if not header.lower().startswith(schemes):
             return None  # let other authenticators try
         if not requires_capability(request):
             if not is_agent_jwt(header[len("bearer ") :].strip()):

@@ -96,14 +96,11 @@ def _access_token(request: HttpRequest) -> tuple[str, bool]:
     return bearer_token(request), False
 
 
-def _proof_header(request: HttpRequest) -> str | None:
-    value = request.META.get("HTTP_DPOP")
-    if value is None:
-        return None
-    if "," in value or not value.strip():
-        # Repeated headers arrive comma-joined; a compact JWS has no commas (RFC 9449 §4.3 1).
-        raise invalid("Send exactly one DPoP header holding one proof JWT")
-    return value.strip()
+def access_token(request: HttpRequest) -> str:
+    """The token under ``Bearer``, or also ``DPoP`` when DPoP is on (for optional auth)."""
+    if app_settings.DPOP == "off":
+        return bearer_token(request)
+    return _access_token(request)[0]
 
 
 def _parse(proof: str) -> jws.ParsedJWS:
@@ -162,7 +159,8 @@ def _check_claims(request: HttpRequest, claims: dict[str, Any], token: str) -> f
 def authenticate(request: HttpRequest, audiences: Collection[str], mode: str) -> VerifiedAgent:
     """Verify the agent JWT and its DPoP proof; ``mode`` is ``AGENTAUTH_DPOP`` (not off)."""
     token, dpop_scheme = _access_token(request)
-    proof = _proof_header(request)
+    # Repeated DPoP headers arrive comma-joined, which no compact JWS parses (RFC 9449 §4.3 1).
+    proof = request.META.get("HTTP_DPOP")
     parsed = None if proof is None else _parse(proof)
     if parsed is None and (mode == "required" or dpop_scheme):
         raise invalid("This request needs a DPoP proof")

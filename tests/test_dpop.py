@@ -163,7 +163,9 @@ def test_plain_token_without_proof_is_refused_when_required(
 
 
 def test_dpop_scheme_without_proof(client: Client, agent: Any, optional: None) -> None:
-    refused(post(client, bound(agent), None, scheme="DPoP"))
+    # RFC 9449 §7.1: the DPoP scheme promises a proof, even with an unbound token.
+    a, key = agent
+    refused(post(client, agent_token(a, key, audience=EXECUTE), None, scheme="DPoP"))
 
 
 def test_bound_token_without_proof_is_refused(client: Client, agent: Any, optional: None) -> None:

@@ -49,7 +49,7 @@ def optional_identity(request: HttpRequest) -> VerifiedAgent | VerifiedHost | No
     """
     if not request.META.get("HTTP_AUTHORIZATION"):
         return None
-    token = bearer_token(request)
+    token = dpop.access_token(request)
     header = jws.parse(token).header
     if jws.typ_matches(header, AGENT_TYP):
         return authenticate_agent(request, {app_settings.ISSUER})

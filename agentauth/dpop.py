@@ -115,12 +115,12 @@ def _parse(proof: str) -> jws.ParsedJWS:
 
 def _normalize_url(url: str) -> tuple[str, str, int | None, str]:
     """Scheme, host, port and path (RFC 3986 §6.2.2-6.2.3); query and fragment dropped."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
     try:
+        parts = urlsplit(url)
         port = parts.port
-    except ValueError:
-        port = -1
+    except ValueError:  # e.g. "http://[::1" or a port out of range: matches nothing
+        return "", "", -1, ""
+    scheme = parts.scheme.lower()
     if port == _DEFAULT_PORTS.get(scheme):
         port = None
     return scheme, (parts.hostname or "").lower(), port, unquote(parts.path or "/")

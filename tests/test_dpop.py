@@ -248,6 +248,26 @@ def test_htu_mismatch(client: Client, agent: Any, required: None, url: str) -> N
     refused(post(client, token, proof_for(agent[1], token, url=url)))
 
 
+@pytest.mark.parametrize("htu", ["http://[::1/x", "http://testserver:99999/", 42, ["x"], ""])
+def test_malformed_htu(client: Client, agent: Any, required: None, htu: Any) -> None:
+    token = bound(agent)
+    refused(post(client, token, proof_for(agent[1], token, extra_claims={"htu": htu})))
+
+
+@pytest.mark.parametrize(
+    "jwk", [{"kty": "EC", "crv": "P-256", "x": "a", "y": "b"}, "key", [], {"kty": "OKP"}]
+)
+def test_malformed_jwk(client: Client, agent: Any, required: None, jwk: Any) -> None:
+    token = bound(agent)
+    refused(post(client, token, proof_for(agent[1], token, extra_headers={"jwk": jwk})))
+
+
+@pytest.mark.parametrize("value", [{"jkt": 5}, "jkt", {"x5t#S256": "abc"}, {"jkt": ""}])
+def test_malformed_cnf(client: Client, agent: Any, required: None, value: Any) -> None:
+    token = bound(agent, extra_claims={"cnf": value})
+    refused(post(client, token, proof_for(agent[1], token)))
+
+
 def test_htu_is_normalised_and_query_ignored(client: Client, agent: Any, required: None) -> None:
     # RFC 9449 §4.3 9: compared without query and fragment, after syntax normalisation.
     token = bound(agent)

@@ -177,6 +177,8 @@ class ExecuteView(ProtocolView):
 
     def fast(self, request: HttpRequest) -> HttpResponseBase | None:
         """The hot path of a sync call (``fastpath``); ``None``: answer on the general path."""
+        if app_settings.DPOP != "off":
+            return None  # proofs are checked on the general path only (``dpop``)
         try:
             token = bearer_token(request)
             body = read_json_body(request)
@@ -186,7 +188,7 @@ class ExecuteView(ProtocolView):
         arguments = body.get("arguments")
         arguments = {} if arguments is None else arguments
         cap = fastpath.sync_capability(body.get("capability"))
-        if cap is None or not isinstance(arguments, dict):
+        if cap is None or cap.require_dpop or not isinstance(arguments, dict):
             return None
         try:
             data = fastpath.execute(token, execute_audiences(), cap, arguments, request)

@@ -24,7 +24,7 @@ from django.db.models import F
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
-from . import agents, audit, clocks, hosts, policy, signals
+from . import agents, audit, clocks, hosts, outbox, policy, signals
 from . import constraints as constraint_rules
 from .capabilities import registry
 from .conf import app_settings
@@ -41,6 +41,7 @@ from .models import (
     GrantStatus,
     Host,
     HostStatus,
+    OutboxKind,
 )
 
 #: RFC 8628 §6.1: base-20 consonants, no vowels (no words), no look-alikes.
@@ -159,11 +160,9 @@ def open_request(
     )
     CapabilityGrant.objects.filter(pk__in=[g.pk for g in grants]).update(approval=req)
     if method == ApprovalMethod.CIBA:
-        from .queueing import enqueue_on_commit
-        from .tasks import send_ciba_notification
-
-        # Enqueued whether or not the hint matched anyone: same work, same response.
-        enqueue_on_commit(send_ciba_notification.s(req.pk))
+        # Recorded whether or not the hint matched anyone: same work, same response. The
+        # outbox row commits with the request, so a down broker delays the mail, never loses it.
+        outbox.enqueue(OutboxKind.NOTIFICATION, req.pk)
     return IssuedApproval(req, code)
 
 

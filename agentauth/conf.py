@@ -390,6 +390,51 @@ class AppSettings:
         is deleted by the sweep (spec §10.9)."""
         return int(_get("PENDING_RETENTION", 7 * 86400))
 
+    # --- delivery after commit (outbox) and retention ----------------------------------------
+    @property
+    def OUTBOX_REQUEUE_SECONDS(self) -> int:
+        """A message handed to the broker but not done after this long is handed out again by
+        the sweep (the broker may have lost it). The worker's claim makes repeats harmless."""
+        return int(_get("OUTBOX_REQUEUE_SECONDS", 120))
+
+    @property
+    def OUTBOX_LEASE_SECONDS(self) -> int:
+        """How long a worker's claim on a message lasts. It must exceed the longest async job:
+        a job still claimed after it is taken for lost (its worker died) and failed, never run
+        again."""
+        return int(_get("OUTBOX_LEASE_SECONDS", 300))
+
+    @property
+    def OUTBOX_MAX_ATTEMPTS(self) -> int:
+        return int(_get("OUTBOX_MAX_ATTEMPTS", 8))
+
+    @property
+    def PUBLISH_PAUSE_SECONDS(self) -> int:
+        """After the broker refuses a message, this process stops trying for this long (the
+        sweep delivers meanwhile), so a down or hung broker costs one request a short timeout,
+        not every request."""
+        return int(_get("PUBLISH_PAUSE_SECONDS", 10))
+
+    @property
+    def AUDIT_RETENTION(self) -> int | None:
+        """Seconds audit rows are kept (default 365 days); ``None`` keeps them forever."""
+        return _opt_int(_get("AUDIT_RETENTION", 365 * 86400))
+
+    @property
+    def AUDIT_EXPORT_ON_PRUNE(self) -> bool:
+        """Log each pruned audit row as JSON on the ``agentauth.audit`` logger first."""
+        return bool(_get("AUDIT_EXPORT_ON_PRUNE", False))
+
+    @property
+    def SWEEP_BATCH_SIZE(self) -> int:
+        """Rows deleted per statement by the sweep's purges (short locks, small WAL bursts)."""
+        return int(_get("SWEEP_BATCH_SIZE", 2000))
+
+    @property
+    def SWEEP_TIME_BUDGET(self) -> float:
+        """Seconds after which the sweep's purges stop and leave the rest to the next run."""
+        return float(_get("SWEEP_TIME_BUDGET", 20))
+
 
 def _opt_int(value: Any) -> int | None:
     return None if value in (None, 0) else int(value)

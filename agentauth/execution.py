@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import jsonschema
@@ -276,9 +277,25 @@ def run_sync(
 def run_job(job_id: str) -> None:
     """Run a pending job once. Everything is re-checked: the agent may have been revoked, the
     grant narrowed or the capability removed since the job was accepted (spec §8.17)."""
-    job = Execution.objects.select_related("agent__host").filter(pk=job_id).first()
-    if job is None or job.status != ExecutionStatus.PENDING:
+    now = timezone.now()
+    # The claim: one conditional UPDATE, so a redelivered task never runs the handler twice.
+    if not Execution.objects.filter(pk=job_id, status=ExecutionStatus.PENDING).update(
+        status=ExecutionStatus.RUNNING, updated_at=now
+    ):
+        # Claimed longer ago than any job may run: its worker died. Fail it rather than run a
+        # handler that may already have had effects.
+        Execution.objects.filter(
+            pk=job_id,
+            status=ExecutionStatus.RUNNING,
+            updated_at__lte=now - timedelta(seconds=app_settings.OUTBOX_LEASE_SECONDS),
+        ).update(
+            status=ExecutionStatus.FAILED,
+            error={"error": "internal_error", "message": "The worker running this job stopped"},
+            finished_at=now,
+            updated_at=now,
+        )
         return
+    job = Execution.objects.select_related("agent__host").get(pk=job_id)
     agent = job.agent
     result: Any = None
     error: dict[str, Any] | None = None
@@ -295,7 +312,7 @@ def run_job(job_id: str) -> None:
     except ProtocolError as exc:
         error = exc.body()
     now = timezone.now()
-    Execution.objects.filter(pk=job.pk, status=ExecutionStatus.PENDING).update(
+    Execution.objects.filter(pk=job.pk, status=ExecutionStatus.RUNNING).update(
         status=ExecutionStatus.FAILED if error else ExecutionStatus.COMPLETED,
         result=None if error else result,
         error=error,

@@ -1,6 +1,7 @@
 """Asynchronous executions (spec §2.15 "async", §5.11): the stored job and its dispatch.
 
-The job is handed to Celery by task name, so this module never imports ``tasks`` (which calls
+The job is recorded in the outbox in the same transaction as the acceptance and handed to
+Celery by task name from there, so this module never imports ``tasks`` (which calls
 ``execution.run_job``): the task layer sits on top of the domain, not beside it.
 """
 
@@ -11,12 +12,11 @@ from typing import Any
 from django.db import transaction
 from django.urls import reverse
 
+from . import outbox
 from .capabilities import Capability
 from .conf import app_settings
-from .models import Execution
+from .models import Execution, OutboxKind
 from .tokens import VerifiedAgent
-
-RUN_TASK = "agentauth.run_capability"
 
 
 def status_url(job: Execution) -> str:
@@ -25,14 +25,8 @@ def status_url(job: Execution) -> str:
 
 
 def create(verified: VerifiedAgent, cap: Capability, arguments: dict[str, Any]) -> Execution:
-    """Store an accepted call and run it once the acceptance has committed.
-
-    One transaction with the broker probe: no job row is left behind when the queue is down.
-    """
-    from celery import signature
-
-    from .queueing import enqueue_on_commit
-
+    """Store an accepted call and its outbox row in one transaction: accepted means recorded,
+    whether or not the broker is up."""
     with transaction.atomic():
         job = Execution.objects.create(
             agent=verified.agent,
@@ -40,5 +34,5 @@ def create(verified: VerifiedAgent, cap: Capability, arguments: dict[str, Any]) 
             arguments=arguments,
             jti=str(verified.claims.get("jti", "")),
         )
-        enqueue_on_commit(signature(RUN_TASK, args=(job.pk,)))
+        outbox.enqueue(OutboxKind.JOB, job.pk)
     return job

@@ -261,6 +261,9 @@ class ApprovalRequest(models.Model):
 
 class ExecutionStatus(models.TextChoices):
     PENDING = "pending"
+    # Claimed by a worker (a conditional UPDATE from pending), so a redelivered task never runs
+    # the handler a second time. Shown as "pending" on the wire (spec §5.11 has no such status).
+    RUNNING = "running"
     COMPLETED = "completed"
     FAILED = "failed"
 
@@ -287,6 +290,49 @@ class Execution(models.Model):
 
     def __str__(self) -> str:
         return f"{self.capability} [{self.status}] {self.id}"
+
+
+class OutboxKind(models.TextChoices):
+    NOTIFICATION = "notification"  # ref: an ApprovalRequest id (CIBA, spec §7.2)
+    JOB = "job"  # ref: an Execution id (spec §5.11 async)
+
+
+class OutboxState(models.TextChoices):
+    PENDING = "pending"  # not handed to the broker yet (or the broker refused it)
+    QUEUED = "queued"  # handed to the broker; re-handed at next_attempt_at if still not done
+    WORKING = "working"  # claimed by a worker; the claim lapses at next_attempt_at
+    DONE = "done"
+    FAILED = "failed"  # gave up after OUTBOX_MAX_ATTEMPTS
+
+
+class OutboxMessage(models.Model):
+    """Work that must follow a commit, written in the same transaction as what caused it.
+
+    The broker is only a doorbell: if it is down, slow, or loses a message, or a worker dies,
+    the sweep hands the row out again, and the worker's claim (a conditional UPDATE) makes a
+    second delivery a no-op.
+    """
+
+    kind = models.CharField(max_length=16, choices=OutboxKind.choices)
+    ref = models.CharField(max_length=40)
+    state = models.CharField(
+        max_length=16, choices=OutboxState.choices, default=OutboxState.PENDING
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    last_error = models.CharField(max_length=256, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    queued_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["kind", "ref"], name="agentauth_outbox_one_per_ref")
+        ]
+        indexes = [models.Index(fields=["state", "next_attempt_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.ref} [{self.state}]"
 
 
 class SweepLock(models.Model):

@@ -1,10 +1,11 @@
 """CIBA notifications (spec §7.2): tell the named person that an agent waits for them.
 
 A notifier is a class with ``send(approval, url)``; ``AGENTAUTH_CIBA_NOTIFIER`` picks it. It runs
-in a Celery task that retries with backoff, so a notifier signals failure by raising.
+from the outbox (``outbox.deliver``), which retries with backoff, so a notifier signals failure
+by raising.
 
 Sending costs an agent almost nothing, so CIBA Core §14 (which spec §7.2 makes a MUST) asks for
-limits against notification floods. They are counted here, in the task, after the request was
+limits against notification floods. They are counted here, at delivery, after the request was
 answered: the HTTP response and the request's database work are the same whether the hinted
 person exists, is limited or not (no enumeration). Two rate scopes of ``AGENTAUTH_RATE_LIMITS``:
 

@@ -132,6 +132,15 @@ LOGIN_URL = "/accounts/login/"
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or "memory://"
 CELERY_TASK_ALWAYS_EAGER = not os.environ.get("CELERY_BROKER_URL")
 CELERY_TASK_EAGER_PROPAGATES = True
+# Publishing is a doorbell for the outbox (docs/operations.md): fail in seconds, never retry in
+# the request; the sweep hands out whatever the broker did not take.
+CELERY_TASK_PUBLISH_RETRY = False
+CELERY_BROKER_CONNECTION_TIMEOUT = 2
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "socket_connect_timeout": 2,
+    "socket_timeout": 5,
+    "visibility_timeout": 900,  # longer than the longest job (AGENTAUTH_OUTBOX_LEASE_SECONDS)
+}
 CELERY_BEAT_SCHEDULE = {
     "agentauth-sweep": {"task": "agentauth.sweep", "schedule": 300.0},
 }

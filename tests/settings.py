@@ -117,6 +117,15 @@ _broker_url = os.environ.get("AGENTAUTH_TEST_CELERY_BROKER_URL")
 CELERY_BROKER_URL = _broker_url or "memory://"
 CELERY_TASK_ALWAYS_EAGER = not _broker_url
 CELERY_TASK_EAGER_PROPAGATES = True
+# Publishing is a doorbell for the outbox (docs/operations.md): fail in seconds, never retry in
+# the request; the sweep hands out whatever the broker did not take.
+CELERY_TASK_PUBLISH_RETRY = False
+CELERY_BROKER_CONNECTION_TIMEOUT = 2
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "socket_connect_timeout": 2,
+    "socket_timeout": 5,
+    "visibility_timeout": 900,  # longer than the longest job (AGENTAUTH_OUTBOX_LEASE_SECONDS)
+}
 
 AGENTAUTH_ISSUER = "http://testserver/api/auth"
 # Resource servers' secret for POST /agent/introspect (tests.conftest.INTROSPECTION_SECRET).

@@ -13,7 +13,7 @@ import pytest
 from django.core import mail
 from django.test import Client
 
-from agentauth import notifications, tasks
+from agentauth import notifications
 from agentauth.models import Agent, ApprovalRequest
 from agentauth.testing import Keypair, make_host
 from tests.conftest import Api, post_decision
@@ -133,13 +133,6 @@ def test_ciba_not_offered_falls_back_to_device(api: Api, user: Any, settings: An
 def test_without_a_hint_or_linked_user_it_is_device(api: Api) -> None:
     reply = api.register(Keypair.generate(), body={"name": "x", "preferred_method": "ciba"})
     assert reply.body["approval"]["method"] == "device_authorization"
-
-
-def test_notification_task_retries_with_backoff() -> None:
-    task = tasks.send_ciba_notification
-    assert task.name == "agentauth.send_ciba_notification"
-    assert task.autoretry_for == (Exception,) and task.max_retries == 5
-    assert task.retry_backoff is True
 
 
 class _Receiver(BaseHTTPRequestHandler):

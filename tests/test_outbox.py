@@ -154,7 +154,7 @@ def test_a_job_whose_worker_died_fails_after_the_lease_and_is_not_run_again(
     assert outbox.deliver(message.pk) == "done"
     job.refresh_from_db()
     assert job.status == ExecutionStatus.FAILED and job.result is None
-    assert job.error == {"error": "internal_error", "message": "The worker running this job stopped"}
+    assert job.error is not None and job.error["message"] == "The worker running this job stopped"
 
 
 def test_a_live_claim_is_not_taken_twice(

@@ -27,7 +27,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connections, transaction
 from django.utils import timezone
 
-from . import audit, constraints, dpop, jobs, signals
+from . import audit, constraints, dpop, jobs, signals, unavailable
 from .capabilities import Capability, registry
 from .conf import app_settings
 from .errors import ProtocolError, invalid_request
@@ -203,6 +203,8 @@ def handler_error(exc: Exception) -> ProtocolError:
     """Turn what a handler raised into a spec error; nothing becomes an HTML 500 page."""
     if isinstance(exc, ProtocolError):
         return exc
+    if unavailable.is_dependency_failure(exc):
+        return unavailable.protocol_error(exc)  # the database went away mid-call: 503, not 500
     if isinstance(exc, ObjectDoesNotExist | LookupError):
         return ProtocolError("resource_not_found", str(exc) or "Not found", status=404)
     if isinstance(exc, ValidationError):

@@ -21,6 +21,8 @@ from django.views.decorators.csrf import csrf_exempt
 from ..conf import app_settings
 from ..errors import ProtocolError, invalid_request
 from ..jws import strict_json_loads
+from ..unavailable import DEPENDENCY_ERRORS
+from ..unavailable import protocol_error as unavailable_error
 
 logger = logging.getLogger("agentauth")
 
@@ -126,6 +128,9 @@ class ProtocolView(View):
             return response
         except ProtocolError as exc:
             return error_response(exc)
+        except DEPENDENCY_ERRORS as exc:
+            # The database, cache or broker is down or hung: a retry will work (spec §5.13).
+            return error_response(unavailable_error(exc))
         except SuspiciousOperation:
             # e.g. TooManyFieldsSent from request.GET: the client's fault, as Django answers it.
             return error_response(invalid_request("Malformed request"))

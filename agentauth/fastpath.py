@@ -123,7 +123,8 @@ def execute(
         except ProtocolError:
             raise Fallback from None
         if not database_guard:
-            replay.consume(AGENT_TYP, agent.pk, jti, until)  # its refusals are final answers
+            # Its refusals are final answers.
+            replay.consume(AGENT_TYP, agent.pk, jti, until, issued_at=parsed.claims["iat"])
         handler = cap.resolve_handler()
         assert handler is not None
         ctx = execution.ExecutionContext(agent, host, cap, grant, parsed.claims, request)

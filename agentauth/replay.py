@@ -4,12 +4,19 @@ Each token may be used once within its lifetime plus skew. The key is partitione
 and identity, so two agents choosing the same ``jti`` do not collide. Both stores are shared across
 processes and insert atomically; if the store cannot answer, the request is refused (503), never
 waved through.
+
+A cache can forget (a restart without persistence, a flush, eviction), and a forgotten ``jti``
+would be accepted again. So the cache store keeps a marker key with no expiry holding the time
+its memory began; a missing marker means the memory begins now. Tokens issued before that
+moment (plus the skew) are refused: they may have been used before the loss. Each token lives at
+most 300 s, so this lasts one token lifetime after a loss.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from datetime import datetime
 
 from django.core.cache import caches
@@ -37,17 +44,45 @@ def _unavailable(exc: Exception) -> ProtocolError:
     )
 
 
-def consume(typ: str, identity: str, jti: str, until: datetime) -> None:
+MEMORY_MARKER = "agentauth:jti:memory-since"
+
+
+def _consume_cached(key: str, until: datetime, issued_at: float | None) -> None:
+    cache = caches[app_settings.REPLAY_CACHE_ALIAS]
+    ttl = max(1, int((until - timezone.now()).total_seconds()) + 1)
+    try:
+        since = cache.get(MEMORY_MARKER)
+        if since is None:
+            cache.add(MEMORY_MARKER, time.time(), None)  # no expiry; the first writer wins
+            since = cache.get(MEMORY_MARKER)
+        # A client clock may run CLOCK_SKEW ahead, so only tokens stamped later than that
+        # after the memory began can be known unused.
+        trusted_from = float(since) + app_settings.CLOCK_SKEW
+        added = (
+            issued_at is not None
+            and issued_at >= trusted_from
+            and cache.add(f"agentauth:jti:{key}", 1, ttl)
+        )
+    except Exception as exc:
+        raise _unavailable(exc) from exc
+    if issued_at is None or issued_at < trusted_from:
+        logger.warning("agentauth replay cache lost its memory; refusing older tokens")
+        raise ProtocolError(
+            "temporarily_unavailable",
+            "The replay store restarted; sign a new JWT",
+            headers={"Retry-After": str(max(1, int(trusted_from - time.time()) + 1))},
+        )
+    if not added:
+        raise ProtocolError("invalid_jwt", "JWT has already been used (jti replay)")
+
+
+def consume(
+    typ: str, identity: str, jti: str, until: datetime, *, issued_at: float | None = None
+) -> None:
     """Record ``jti`` as used until ``until``; raise ``invalid_jwt`` if it was already used."""
     key = replay_key(typ, identity, jti)
     if app_settings.REPLAY_GUARD == "cache":
-        ttl = max(1, int((until - timezone.now()).total_seconds()) + 1)
-        try:
-            added = caches[app_settings.REPLAY_CACHE_ALIAS].add(f"agentauth:jti:{key}", 1, ttl)
-        except Exception as exc:
-            raise _unavailable(exc) from exc
-        if not added:
-            raise ProtocolError("invalid_jwt", "JWT has already been used (jti replay)")
+        _consume_cached(key, until, issued_at)
         return
     try:
         inserted = insert(key, until)

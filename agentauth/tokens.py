@@ -193,7 +193,7 @@ def verify_host_jwt(
 
     parsed.verify(keys.public_key_from_jwk(public_key))
     until = _check_times(claims)
-    replay.consume(HOST_TYP, iss, _jti(claims), until)
+    replay.consume(HOST_TYP, iss, _jti(claims), until, issued_at=claims["iat"])
 
     if host is not None:
         if (
@@ -271,7 +271,7 @@ def verify_agent_jwt(
     until = _check_times(claims)
     jti = _jti(claims)
     if consume:
-        replay.consume(AGENT_TYP, agent.pk, jti, until)
+        replay.consume(AGENT_TYP, agent.pk, jti, until, issued_at=claims["iat"])
 
     ensure_may_act(agent, host)
     return VerifiedAgent(agent=agent, host=host, claims=claims)

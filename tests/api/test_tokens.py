@@ -10,12 +10,13 @@ from typing import Any
 
 import pytest
 import time_machine
+from django.core.cache import cache
 from django.core.cache.backends.locmem import LocMemCache
 from django.db import OperationalError, connection
 from django.test import override_settings
 from django.utils import timezone
 
-from agentauth import jws, tokens
+from agentauth import jws, replay, tokens
 from agentauth.errors import ProtocolError
 from agentauth.models import AgentStatus, Host, HostStatus, ReplayRecord
 from agentauth.testing import Keypair, agent_token, host_token, make_agent, make_host
@@ -317,14 +318,40 @@ def test_replay_records_expire_with_the_token(api: Api, known: Any) -> None:
     assert abs(record.expires_at.timestamp() - (now + 20 + 30)) < 1
 
 
+def cache_remembers_since(seconds_ago: float) -> None:
+    """The cache guard's marker: when the store's memory began (agentauth/replay.py)."""
+    cache.set(replay.MEMORY_MARKER, time.time() - seconds_ago, None)
+
+
 @override_settings(AGENTAUTH_REPLAY_GUARD="cache")
 def test_cache_replay_guard(api: Api, known: Any) -> None:
     # spec: J18, IC3
     _host, key, agent_id = known
+    cache_remembers_since(3600)
     token = host_token(key)
     assert status_call(api, token, agent_id).status == 200
     assert_error(status_call(api, token, agent_id), 401, "invalid_jwt")
     assert not ReplayRecord.objects.exists()
+
+
+@override_settings(AGENTAUTH_REPLAY_GUARD="cache")
+def test_cache_replay_guard_refuses_tokens_older_than_its_memory(api: Api, known: Any) -> None:
+    # Security rule: a cache that lost its state (restart, flush, eviction) cannot know which
+    # tokens were used, so tokens issued before the loss (plus the skew) are refused.
+    _host, key, agent_id = known
+    cache_remembers_since(3600)
+    used = host_token(key)
+    assert status_call(api, used, agent_id).status == 200
+    cache.clear()  # the store restarts empty
+    reply = status_call(api, used, agent_id)
+    assert_error(reply, 503, "temporarily_unavailable")
+    assert 1 <= int(reply.headers["Retry-After"]) <= 31
+    # Also a token signed now: a client clock may run up to the skew ahead of ours.
+    assert_error(status_call(api, host_token(key), agent_id), 503, "temporarily_unavailable")
+    cache_remembers_since(31)  # the skew has passed since the loss
+    fresh = host_token(key)
+    assert status_call(api, fresh, agent_id).status == 200
+    assert_error(status_call(api, fresh, agent_id), 401, "invalid_jwt")
 
 
 class BrokenCache(LocMemCache):

@@ -104,7 +104,9 @@ def revoke_agent(
         )
         if changed:
             close_pending_approvals([agent.pk], now)
-            CapabilityGrant.objects.filter(agent=agent, status=GrantStatus.PENDING).update(
+            # Active grants end too: an execute that authenticated before this commit waits on
+            # the grant row it locks and then finds nothing to run (spec §8.17).
+            CapabilityGrant.objects.filter(agent=agent, status__in=LIVE_GRANT_STATES).update(
                 status=GrantStatus.REVOKED, updated_at=now
             )
             audit.record(
@@ -133,6 +135,9 @@ def revoke_agents_of(host: Host, now: datetime, reason: str, **filters: Any) -> 
     )
     Agent.objects.filter(pk__in=agent_ids, status__in=NON_TERMINAL_AGENT_STATES).update(
         status=AgentStatus.REVOKED, revoked_at=now, revocation_reason=reason, updated_at=now
+    )
+    CapabilityGrant.objects.filter(agent_id__in=agent_ids, status__in=LIVE_GRANT_STATES).update(
+        status=GrantStatus.REVOKED, updated_at=now
     )
     close_pending_approvals(agent_ids, now)
     return agent_ids

@@ -262,7 +262,14 @@ def run_sync(
     """
     handler = _handler(cap)
     with transaction.atomic():
-        grant = authorize(verified, cap, arguments, lock=True)
+        try:
+            grant = authorize(verified, cap, arguments, lock=True)
+        except ProtocolError as exc:
+            if exc.code == "capability_not_granted":
+                # A revocation may have committed while we waited for the grant lock: say so.
+                agent = Agent.objects.select_related("host").get(pk=verified.agent.pk)
+                ensure_may_act(agent, agent.host)
+            raise
         ctx = ExecutionContext(verified.agent, verified.host, cap, grant, verified.claims, request)
         try:
             result = handler(ctx, **arguments)

@@ -16,8 +16,8 @@ from django.db import connection, connections
 from agentauth import approvals, hosts, tokens
 from agentauth.errors import ProtocolError
 from agentauth.models import Agent, AgentStatus, Host, ReplayRecord
-from agentauth.testing import Keypair, host_token, make_agent, make_host
-from tests.conftest import operator_decides
+from agentauth.testing import Keypair, agent_token, host_token, make_agent, make_host
+from tests.conftest import ISSUER, operator_decides
 
 pytestmark = [
     pytest.mark.postgres,
@@ -137,3 +137,102 @@ def test_user_code_lock_out_holds_under_concurrent_guesses(user: Any, settings: 
     assert results == [None] * 16, results
     assert len(lookups) == 3, len(lookups)
     cache.delete(f"agentauth:code-attempts:{user.pk}")
+
+
+def test_no_handler_starts_after_a_revocation_committed(user: Any) -> None:
+    # spec §8.17: an execute authenticated just before the revocation committed must not run
+    # its handler once the revocation has committed.
+    from agentauth import agents, execution
+    from agentauth.capabilities import capability, registry
+    from agentauth.models import CapabilityGrant, GrantStatus
+
+    ran: list[str] = []
+    capability("revocation_probe", description="Records that it ran", approval_strength="none")(
+        lambda ctx: ran.append(ctx.agent.pk) or {"ok": True}
+    )
+    try:
+        host, _ = make_host(user=user)
+        agent, key = make_agent(host, grants=["revocation_probe"])
+        verified = tokens.verify_agent_jwt(
+            agent_token(agent, key, audience=f"{ISSUER}/capability/execute"),
+            audiences=[f"{ISSUER}/capability/execute"],
+        )
+        authenticated, revoked = threading.Event(), threading.Event()
+        outcome: list[Any] = []
+
+        def execute() -> None:
+            try:
+                authenticated.set()
+                revoked.wait(10)
+                outcome.append(
+                    execution.run_sync(verified, registry.get("revocation_probe"), {})  # type: ignore[arg-type]
+                )
+            except Exception as exc:
+                outcome.append(exc)
+            finally:
+                connections.close_all()
+
+        def revoke() -> None:
+            try:
+                authenticated.wait(10)
+                agents.revoke_agent(Agent.objects.get(pk=agent.pk), actor_type="user", actor_id="1")
+            finally:
+                revoked.set()
+                connections.close_all()
+
+        threads = [threading.Thread(target=execute), threading.Thread(target=revoke)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert ran == [], "the handler ran after the revocation committed"
+        assert isinstance(outcome[0], ProtocolError) and outcome[0].code == "agent_revoked", outcome
+        assert not CapabilityGrant.objects.filter(agent=agent, status=GrantStatus.ACTIVE).exists()
+    finally:
+        registry.unregister("revocation_probe")
+
+
+def test_a_revocation_waits_for_a_handler_already_running(user: Any) -> None:
+    # The other order: a handler that started first finishes before the revocation commits.
+    from agentauth import agents, execution
+    from agentauth.capabilities import capability, registry
+
+    started, release = threading.Event(), threading.Event()
+    events: list[str] = []
+
+    def slow(ctx: Any) -> dict[str, bool]:
+        started.set()
+        release.wait(10)
+        events.append("handler done")
+        return {"ok": True}
+
+    capability("revocation_slow", description="Waits", approval_strength="none")(slow)
+    try:
+        host, _ = make_host(user=user)
+        agent, key = make_agent(host, grants=["revocation_slow"])
+        aud = f"{ISSUER}/capability/execute"
+        verified = tokens.verify_agent_jwt(agent_token(agent, key, audience=aud), audiences=[aud])
+
+        def execute() -> None:
+            try:
+                execution.run_sync(verified, registry.get("revocation_slow"), {})  # type: ignore[arg-type]
+            finally:
+                connections.close_all()
+
+        def revoke() -> None:
+            try:
+                started.wait(10)
+                threading.Timer(0.5, release.set).start()
+                agents.revoke_agent(Agent.objects.get(pk=agent.pk), actor_type="user", actor_id="1")
+                events.append("revoked")
+            finally:
+                connections.close_all()
+
+        threads = [threading.Thread(target=execute), threading.Thread(target=revoke)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert events == ["handler done", "revoked"], events
+    finally:
+        registry.unregister("revocation_slow")

@@ -39,18 +39,24 @@ def broker_down() -> Iterator[None]:
     saved = (celery_app.conf.task_always_eager, celery_app.conf.broker_url)
     celery_app.conf.task_always_eager = False
     celery_app.conf.broker_url = "redis://127.0.0.1:1/0"
-    celery_app._pool = None
+    reset_connections()
     try:
         yield
     finally:
         broker_back(saved)
 
 
+def reset_connections() -> None:
+    """Forget pooled broker connections and producers made for the previous broker URL."""
+    celery_app._pool = None
+    celery_app.amqp._producer_pool = None
+
+
 def broker_back(saved: tuple[bool, str] | None = None) -> None:
     celery_app.conf.task_always_eager = True if saved is None else saved[0]
     if saved is not None:
         celery_app.conf.broker_url = saved[1]
-    celery_app._pool = None
+    reset_connections()
     outbox._paused_until = 0.0  # the pause after a refusal is per process; a new start
 
 

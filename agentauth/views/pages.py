@@ -27,7 +27,6 @@ from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 from django.core.exceptions import PermissionDenied
-from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import render
@@ -38,6 +37,7 @@ from django.utils.translation import gettext_lazy
 
 from ..conf import app_settings
 from ..errors import ProtocolError
+from ..unavailable import is_dependency_failure
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def problem_page(status: int, *, as_json: bool = False) -> HttpResponseBase:
 def _is_outage(exc: Exception) -> bool:
     if isinstance(exc, ProtocolError):
         return exc.code == "temporarily_unavailable"
-    return isinstance(exc, OperationalError | InterfaceError)
+    return is_dependency_failure(exc)  # the database, the cache or the broker
 
 
 def _guarded(view: View, *, as_json: bool) -> View:
@@ -128,7 +128,7 @@ def _guarded(view: View, *, as_json: bool) -> View:
             response = problem_page(404, as_json=as_json)
         except PermissionDenied:
             response = problem_page(403, as_json=as_json)
-        except (ProtocolError, OperationalError, InterfaceError) as exc:
+        except Exception as exc:
             if not _is_outage(exc):
                 raise
             logger.error("agentauth: %s unavailable: %s", request.path, exc)

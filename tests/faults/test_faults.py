@@ -66,6 +66,7 @@ class Stack:
         self.env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "tests.faults.server_settings",
+            "DJANGO_SECRET_KEY": "agentauth-fault-tier-not-secret",
             "AGENTAUTH_EXAMPLE_DATABASE_URL": f"postgres://postgres@127.0.0.1:{PG_PORT}/faults",
             "CELERY_BROKER_URL": f"redis://127.0.0.1:{BROKER_PORT}/0",
             "FAULTS_CACHE_URL": f"redis://127.0.0.1:{CACHE_PORT}/0",

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('agentauth', '0004_webauthn_credentials'),
+        ('agentauth', '0006_host_jwks_url_unique'),
     ]
 
     operations = [

@@ -41,6 +41,6 @@ def test_entering_a_code_with_the_cache_down_is_a_503_page(
     client.force_login(user)
     settings.CACHES = DEAD_CACHE
     response = client.post("/api/auth/device", {"code": "ABCD-EFGH"})
-    assert response.status_code == 503 and response["Retry-After"] == "5"
+    assert response.status_code == 503 and int(response["Retry-After"]) > 0
     assert response["Content-Type"].startswith("text/html")
     assert b"Temporarily unavailable" in response.content

@@ -19,6 +19,8 @@ CACHES = {
     }
 }
 AGENTAUTH_REPLAY_GUARD = "cache"
+AGENTAUTH_INTROSPECTION_TOKENS = ["fault-tier-introspection-not-secret"]
+SILENCED_SYSTEM_CHECKS = ["agentauth.W001"]  # plain http on loopback
 AGENTAUTH_AUTONOMOUS_AUTO_APPROVE = ["ticket.read", "faults.tally"]
 AGENTAUTH_RATE_LIMITS = {
     "ip": None,
@@ -26,6 +28,8 @@ AGENTAUTH_RATE_LIMITS = {
     "host": None,
     "agent": None,
     "introspect": None,
+    "ciba_host": None,  # the load mails one person many times on purpose
+    "ciba_recipient": None,
 }
 AGENTAUTH_OUTBOX_REQUEUE_SECONDS = 8
 AGENTAUTH_OUTBOX_LEASE_SECONDS = 15

@@ -19,10 +19,8 @@ from django.test import Client
 from agentauth import checks, webauthn
 from agentauth.capabilities import registry
 from agentauth.conf import known_setting_names
-from agentauth.models import Agent, Execution
-from agentauth.testing import Keypair, agent_token, make_agent, make_host
 from agentauth.views import base
-from tests.conftest import ISSUER, Api
+from tests.conftest import ISSUER
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -84,53 +82,7 @@ def test_celery_configured_passes(celery_conf: Any) -> None:
     assert checks.check_optional_dependencies() == []
 
 
-@pytest.fixture
-def broker_down(celery_conf: Any) -> Any:
-    # Nothing listens on port 1: connecting is refused at once.
-    celery_conf.update(broker_url="redis://127.0.0.1:1/0", task_always_eager=False)
-    return celery_conf
-
-
-@pytest.mark.django_db
-def test_ciba_registration_with_the_broker_down_is_a_503_and_stores_nothing(
-    api: Api, user: Any, broker_down: Any, django_capture_on_commit_callbacks: Any
-) -> None:
-    host, agent = Keypair.generate(), Keypair.generate()
-    body = {
-        "name": "Back office bot",
-        "capabilities": ["check_balance"],
-        "preferred_method": "ciba",
-        "login_hint": user.email,
-    }
-    with django_capture_on_commit_callbacks(execute=True):
-        reply = api.register(host, agent, body=body)
-    assert reply.status == 503, reply.body
-    assert reply.body["error"] == "temporarily_unavailable"
-    assert reply.headers["Retry-After"] == "30"
-    assert not Agent.objects.exists()
-    # The broker is back: the same request, sent again, goes through.
-    broker_down.update(task_always_eager=True)
-    with django_capture_on_commit_callbacks(execute=True):
-        reply = api.register(host, agent, body=body)
-    assert reply.status == 200, reply.body
-    assert reply.body["approval"]["method"] == "ciba"
-
-
-@pytest.mark.django_db
-def test_async_execution_with_the_broker_down_is_a_503_and_stores_no_job(
-    api: Api, user: Any, broker_down: Any, django_capture_on_commit_callbacks: Any
-) -> None:
-    host, _ = make_host(user=user)
-    agent, key = make_agent(host, grants={"slow_report": None})
-    token = agent_token(agent, key, audience=ISSUER + "/capability/execute")
-    with django_capture_on_commit_callbacks(execute=True):
-        reply = api.post(
-            "/capability/execute", {"capability": "slow_report", "arguments": {"n": 1}}, token=token
-        )
-    assert reply.status == 503, reply.body
-    assert reply.body["error"] == "temporarily_unavailable"
-    assert reply.headers["Retry-After"] == "30"
-    assert not Execution.objects.exists()
+# The broker being down is tests/domain/test_outbox.py: the request is accepted, delivery follows.
 
 
 # --- optional dependencies ----------------------------------------------------------------------

@@ -202,7 +202,7 @@ def _consume(thumbprint: str, jti: str, iat: float) -> None:
         iat + app_settings.DPOP_PROOF_MAX_AGE + app_settings.CLOCK_SKEW, tz=UTC
     )
     try:
-        replay.consume(DPOP_TYP, thumbprint, jti, until)
+        replay.consume(DPOP_TYP, thumbprint, jti, until, issued_at=iat)
     except ProtocolError as exc:
         if exc.code == "invalid_jwt":
             raise invalid("DPoP proof has already been used (jti replay)") from None

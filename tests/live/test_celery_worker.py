@@ -47,7 +47,7 @@ from agentauth.models import (
 from agentauth.tasks import run_capability
 from agentauth.testing import Keypair, agent_token, make_agent, make_host
 from example_project.celery import app as celery_app
-from tests.conftest import BASE, ISSUER, Api, Reply
+from tests.conftest import BASE, ISSUER, Api, Reply, post_decision
 
 BROKER = os.environ.get("AGENTAUTH_TEST_CELERY_BROKER_URL")
 pytestmark = [
@@ -368,6 +368,9 @@ def test_ciba_email_from_the_worker_approves(
     link = re.search(r"http://testserver(/api/auth/approve/\S+)", body)
     assert link is not None
     client.force_login(user)
-    response = client.post(link.group(1), {"action": "approve", "capabilities": ["check_balance"]})
+    # The form carries the digest of what the page showed (spec §8.10), as a browser's does.
+    response = post_decision(
+        client, link.group(1), {"action": "approve", "capabilities": ["check_balance"]}
+    )
     assert response.status_code == 200
     assert Agent.objects.get(pk=reply.body["agent_id"]).status == AgentStatus.ACTIVE

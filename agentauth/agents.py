@@ -144,7 +144,7 @@ def revoke_agents_of(host: Host, now: datetime, reason: str, **filters: Any) -> 
 
 
 def user_deleted(user: Any) -> int:
-    """Spec §2.6: deleting a user revokes every host linked to them, with cascade (H7), and any
+    """Spec §2.6: deleting a user revokes every host linked to them, with cascade (§2.7), and any
     other agent acting for them, each with its audit row and signal."""
     total = 0
     for host in Host.objects.filter(user=user).exclude(status=HostStatus.REVOKED):
@@ -157,7 +157,7 @@ def user_deleted(user: Any) -> int:
 
 
 def rotate_agent_key(agent: Agent, new_jwk: Any, *, actor_id: str) -> Agent:
-    """Replace an agent's key (checklist KR1-KR6, Q50): non-terminal agents only, and the new
+    """Replace an agent's key (§5.8): non-terminal agents only, and the new
     key may not identify another agent of the same host (it is the registration key)."""
     public_key = keys.validate_public_jwk(new_jwk)
     thumbprint = keys.thumbprint(public_key)
@@ -166,7 +166,7 @@ def rotate_agent_key(agent: Agent, new_jwk: Any, *, actor_id: str) -> Agent:
         if agent.status not in NON_TERMINAL_AGENT_STATES:
             raise agent_refusal(agent)
         if agent.jwks_url is not None:
-            # Its key lives at its JWKS URL: it rotates there (checklist Q37).
+            # Its key lives at its JWKS URL: it rotates there (§4.2).
             raise invalid_request("This agent's key is served by its JWKS URL; rotate it there")
         if thumbprint == host.thumbprint:
             raise invalid_request("The agent key must differ from the host key")
@@ -213,12 +213,12 @@ def reactivate(
         if host.status != HostStatus.ACTIVE:
             raise host_refusal(host)
 
-        # Step 3: every existing grant ends (kept as history, never shown, checklist Q9).
+        # Step 3: every existing grant ends (kept as history, never shown, §3.3).
         ended = agent.grants.filter(status__in=LIVE_GRANT_STATES).update(
             status=GrantStatus.REVOKED, updated_at=now
         )
         close_pending_approvals([agent.pk], now)
-        # Step 4: the host's current defaults, with server-imposed constraints re-applied (Q10).
+        # Step 4: the host's current defaults, with server-imposed constraints re-applied (§2.5).
         defaults = [
             RequestedCapability(cap, dict(cap.constraints) if cap.constraints else None)
             for cap in (registry.get(n) for n in (host.default_capabilities or []))

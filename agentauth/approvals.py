@@ -494,7 +494,7 @@ def decide(
     changed since, nothing is decided (``request_changed``).
     ``approve``: capability names to grant (``None`` = every pending one); the other pending
     grants are denied. ``reject``: deny the connection itself (spec §7.1 ``access_denied``), which
-    rejects a pending agent and, if the host was never approved, the host too (checklist Q8).
+    rejects a pending agent and, if the host was never approved, the host too (§7.1).
     ``constraints``: per-capability constraints that replace the requested ones; they may only
     narrow (enforced by the constraint engine when present).
     """
@@ -543,7 +543,7 @@ def decide(
         decision = Decision(agent=agent, rejected=reject)
         replaced = [g.capability for g in pending if g.capability in chosen]
         if replaced:
-            # A re-request with new constraints replaces the active grant once approved (Q29).
+            # A re-request with new constraints replaces the active grant once approved (§5.4).
             CapabilityGrant.objects.filter(
                 agent=agent, capability__in=replaced, status=GrantStatus.ACTIVE
             ).update(status=GrantStatus.REVOKED, updated_at=now)
@@ -655,7 +655,7 @@ def _reject_host(host: Host, now: Any) -> None:
 
 
 def pace_polling(agent: Agent) -> None:
-    """RFC 8628 §3.5 ``slow_down`` (checklist Q46): while a person is being asked, status polls
+    """RFC 8628 §3.5 ``slow_down`` (§7.1): while a person is being asked, status polls
     come no faster than the ``interval`` we gave (one second of slack for clock jitter)."""
     from django.core.cache import cache
 

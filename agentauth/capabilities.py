@@ -64,7 +64,7 @@ class Capability:
         return app_settings.ORIGIN + reverse(self.location)
 
     def input_properties(self) -> set[str]:
-        """Top-level argument names: the only keys a constraint may name (spec §2.13, CN1)."""
+        """Top-level argument names: the only keys a constraint may name (spec §2.13)."""
         props = (self.input or {}).get("properties") or {}
         return set(props) if isinstance(props, Mapping) else set()
 

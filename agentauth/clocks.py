@@ -48,7 +48,7 @@ def set_absolute_deadline(agent: Agent) -> None:
 
 
 def session_expires_at(agent: Agent) -> datetime | None:
-    """When the session ends if the agent stays idle (checklist L8, Q13)."""
+    """When the session ends if the agent stays idle (§2.4)."""
     clocks = clocks_for(agent)
     anchor = agent.activated_at or agent.created_at
     deadlines = [d for d in (agent.absolute_expires_at,) if d is not None]
@@ -60,7 +60,7 @@ def session_expires_at(agent: Agent) -> datetime | None:
 
 
 def evaluate_clocks(agent: Agent, now: datetime | None = None) -> None:
-    """Apply the clocks to ``agent`` now, persisting any transition (checklist L7).
+    """Apply the clocks to ``agent`` now, persisting any transition (§2.4).
 
     Runs on every authenticated request so an overdue agent is refused even if no sweep ran.
     """
@@ -81,7 +81,7 @@ def evaluate_clocks(agent: Agent, now: datetime | None = None) -> None:
 
 
 def touch(agent: Agent, now: datetime | None = None) -> None:
-    """Record an authenticated agent request: slides the session TTL (checklist Q14).
+    """Record an authenticated agent request: slides the session TTL (§2.4).
 
     The write is skipped while the last one is fresher than a tenth of the TTL (at most 30 s):
     the session still slides, and a busy agent costs one write per window, not per call.

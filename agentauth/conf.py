@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 
 #: The hard ceiling on ``exp - iat``: whatever a project configures, a JWT living longer than this
-#: is refused, which keeps the replay store bounded (checklist Q35).
+#: is refused, which keeps the replay store bounded (§4.6).
 JWT_LIFETIME_HARD_MAX = 300
 
 
@@ -234,7 +234,7 @@ class AppSettings:
 
     @property
     def AUTONOMOUS_AUTO_APPROVE(self) -> tuple[str, ...] | None:
-        """Policy for autonomous agents (checklist Q5).
+        """Policy for autonomous agents (§2.8).
 
         ``None`` (default): an autonomous registration waits for an administrator.
         A list of capability names: the host is activated (unlinked), the agent is active, and
@@ -381,7 +381,7 @@ class AppSettings:
     @property
     def HOST_ROTATION_GRACE(self) -> int:
         """Seconds the previous host thumbprint is still accepted as an agent JWT's ``iss``
-        after an inline host key rotation (checklist Q38). Host JWTs never get a grace."""
+        after an inline host key rotation (§8.7). Host JWTs never get a grace."""
         return int(_get("HOST_ROTATION_GRACE", 300))
 
     @property

@@ -1,7 +1,7 @@
 """Scoped-grant constraints (spec §2.13).
 
 A constraint maps a top-level input field to an exact value or to an operator object built from
-``min``, ``max``, ``in`` and ``not_in``. Everything the spec leaves open (checklist Q28) fails
+``min``, ``max``, ``in`` and ``not_in``. Everything the spec leaves open (§2.13) fails
 closed: unknown operators are rejected with their names, operator values must have the right
 JSON type, and exact values must be JSON scalars.
 """
@@ -19,7 +19,7 @@ Constraints = dict[str, Any]
 
 
 def is_number(value: Any) -> bool:
-    """A JSON number: ``bool`` is an ``int`` in Python but never a number here (CN10)."""
+    """A JSON number: ``bool`` is an ``int`` in Python but never a number here (§2.13)."""
     if isinstance(value, bool):
         return False
     # Python ints are exact and finite at any size (math.isfinite would overflow on huge ones).
@@ -135,8 +135,8 @@ _MISSING = object()
 def check(constraints: Constraints | None, arguments: dict[str, Any]) -> list[dict[str, Any]]:
     """Return the violations of ``arguments`` against a grant's ``constraints`` (spec §5.11).
 
-    One entry per violated operator (checklist CN13), shaped ``{"field", "constraint",
-    "actual"}``. A constrained field that is absent violates its constraint (Q28a). Raises
+    One entry per violated operator (§2.13), shaped ``{"field", "constraint",
+    "actual"}``. A constrained field that is absent violates its constraint (§2.13). Raises
     ``unknown_constraint_operator`` if the stored constraints hold an operator we do not know.
     """
     if not constraints:
@@ -165,7 +165,7 @@ def check(constraints: Constraints | None, arguments: dict[str, Any]) -> list[di
 
 
 class ContradictoryConstraints(ValueError):
-    """The intersection admits no value for a field (checklist CN12)."""
+    """The intersection admits no value for a field (§2.13)."""
 
 
 def _member(value: Any, items: list[Any]) -> bool:

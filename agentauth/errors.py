@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-#: code -> (HTTP status, default message). Codes from the spec's tables, plus the few the checklist
-#: resolves as implementation decisions (``host_rejected``, ``host_pending``...).
+#: code -> (HTTP status, default message). Codes from the spec's tables, plus the few this server
+#: adds where the spec leaves a case open (``host_rejected``, ``host_pending``...).
 ERRORS: dict[str, tuple[int, str]] = {
     "invalid_request": (
         400,

@@ -2,7 +2,7 @@
 
 ``execute()`` is the one entry point of ``POST /capability/execute``: it finds the capability,
 applies the location rule, dispatches on the mode, writes exactly one audit row per call, checks
-that results are JSON and re-checks long streams. The order of checks is the checklist's E18:
+that results are JSON and re-checks long streams. The order of checks is the §2.15:
 capability exists and is granted (and named in the JWT's ``capabilities`` claim, if any), the
 grant's operators are known, the arguments match the input schema, then the constraints hold.
 Only then does the handler run, inside a transaction with the grant re-read under lock, so a
@@ -104,7 +104,7 @@ def execute(verified: VerifiedAgent, name: Any, arguments: Any, request: Any = N
 
 
 def lookup(name: Any, verified: VerifiedAgent) -> Capability:
-    """The capability named ``name`` if this agent may see it (checklist Q16, Q17)."""
+    """The capability named ``name`` if this agent may see it (§5.11, §5.2.1)."""
     if not isinstance(name, str) or not name or len(name) > 128:
         raise invalid_request("'capability' is required and must be a string")
     cap = registry.get(name)
@@ -160,7 +160,7 @@ def check_grant(grant: CapabilityGrant | None, cap: Capability, arguments: Any) 
         )
     if not isinstance(arguments, dict):
         raise invalid_request("'arguments' must be an object")
-    constraints.check(grant.constraints, {})  # unknown operators first: 400, not 403 (E18)
+    constraints.check(grant.constraints, {})  # unknown operators first: 400, not 403 (§2.15)
     validate_arguments(cap, arguments)
     # Server-imposed constraints bind every grant, including ones created before they were
     # declared (spec §2.13: the tightest constraint from either source wins).
@@ -224,7 +224,7 @@ def handler_error(exc: Exception) -> ProtocolError:
 def record(
     verified: VerifiedAgent, capability: str, *, error: ProtocolError | None = None, **data: Any
 ) -> None:
-    """Audit one call, allowed or refused (spec §11, checklist E19), and send its signal."""
+    """Audit one call, allowed or refused (spec §11), and send its signal."""
     agent = verified.agent
     audit.record(
         "capability.executed" if error is None else "capability.refused",
@@ -255,7 +255,7 @@ def run_sync(
     *,
     encoder: type[json.JSONEncoder] = DjangoJSONEncoder,
 ) -> Any:
-    """Check and run in one transaction, the grant row locked (spec §8.17, CN14).
+    """Check and run in one transaction, the grant row locked (spec §8.17).
 
     The result must encode with ``encoder`` (the response's for sync calls, plain JSON for
     stored job results); if not, the call fails and what the handler wrote is rolled back.

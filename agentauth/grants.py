@@ -67,7 +67,7 @@ class CapabilityRequest:
 def request_capabilities(
     agent: Agent, req: CapabilityRequest
 ) -> tuple[Agent, list[CapabilityGrant], approvals.IssuedApproval | None]:
-    """Ask for more capabilities (spec §5.4) with the checklist's Q29 rules.
+    """Ask for more capabilities (spec §5.4) with the §5.4 rules.
 
     - already active with the same effective constraints: nothing to do (409 if that is all);
     - already pending: the pending grant is returned again, with a fresh approval;

@@ -87,7 +87,7 @@ def link(host: Host, user: Any, *, actor_type: str = "staff") -> list[str]:
 def revoke_host(host: Host, *, actor_type: str, actor_id: str = "") -> int:
     """Revoke a host and cascade to every agent under it (spec §5.10, §8.5).
 
-    Returns how many agents moved to ``revoked`` in this call (checklist Q49).
+    Returns how many agents moved to ``revoked`` in this call (§5.7).
     """
     now = timezone.now()
     with transaction.atomic():
@@ -131,7 +131,7 @@ def link_host(host: Host, user: Any, *, actor_type: str) -> list[str]:
     now = timezone.now()
     host.user = user
     host.save(update_fields=["user", "updated_at"])
-    # Claim every non-terminal autonomous agent (checklist Q39): their grants end, their
+    # Claim every non-terminal autonomous agent (§2.10): their grants end, their
     # history now belongs to the user.
     claimed_qs = Agent.objects.filter(
         host=host, mode=AgentMode.AUTONOMOUS, status__in=NON_TERMINAL_AGENT_STATES
@@ -154,7 +154,7 @@ def link_host(host: Host, user: Any, *, actor_type: str) -> list[str]:
 
 
 def unlink_host(host: Host, *, actor_type: str, actor_id: str = "") -> list[str]:
-    """Unlink a host from its user: its delegated agents are revoked (spec §2.9, H5)."""
+    """Unlink a host from its user: its delegated agents are revoked (spec §2.9, §2.7)."""
     now = timezone.now()
     with transaction.atomic():
         host = Host.objects.select_for_update().get(pk=host.pk)
@@ -177,7 +177,7 @@ def unlink_host(host: Host, *, actor_type: str, actor_id: str = "") -> list[str]
 
 
 def rotate_host_key(host: Host, new_jwk: Any) -> Host:
-    """Replace an inline host key in place (checklist HK1-HK7, Q38, Q51).
+    """Replace an inline host key in place (§5.9, §4.2, §8.7).
 
     Agent JWTs may still carry the old thumbprint as ``iss`` for a short grace window; host JWTs
     signed with the old key are refused at once.

@@ -20,7 +20,7 @@ The URL comes from an unauthenticated client, so this module is the server's SSR
   caller can drive a fetch storm; stale keys serve while a refresh fails, up to
   ``JWKS_CACHE_MAX_AGE``.
 
-Every refusal reaches the client as one ``401 invalid_jwt`` message (checklist Q21 resolution):
+Every refusal reaches the client as one ``401 invalid_jwt`` message (§5.13 resolution):
 the reason is logged, not returned, or the server would tell a caller which internal names
 resolve and which ports answer.
 """
@@ -341,7 +341,7 @@ def parse_jwks(body: bytes) -> dict[str, dict[str, str]]:
     The whole set is refused if any member is malformed, symmetric, private or of an unknown
     type, or if two keys share a ``kid``: a set that is wrong in part is not trusted in part.
     RSA and EC keys may sit beside the Ed25519 ones (a shared identity service) but are never
-    used (checklist K8: this protocol signs with Ed25519 only).
+    used (§4.1: this protocol signs with Ed25519 only).
     """
     try:
         document = strict_json_loads(body)
@@ -467,7 +467,7 @@ def has_thumbprint(url: str, thumbprint: str) -> bool:
 
 def agent_identity(url: str, kid: str) -> str:
     """A stable 43-character registration key for an agent whose key lives at ``url``/``kid``
-    (checklist Q37: such an agent is identified by URL and kid, not by a key that rotates).
+    (§4.2: such an agent is identified by URL and kid, not by a key that rotates).
     The domain prefix keeps it from ever equalling a real key thumbprint."""
     digest = hashlib.sha256(f"agentauth-jwks-agent\x00{url}\x00{kid}".encode()).digest()
     return keys.b64url_encode(digest)

@@ -103,7 +103,7 @@ def parse(token: Any) -> ParsedJWS:
     if not isinstance(header, dict) or not isinstance(claims, dict):
         raise invalid_jwt("Malformed JWT: header and payload must be JSON objects")
     if header.get("alg") != "EdDSA":
-        # Algorithm confusion defence (checklist J4): only EdDSA, never "none" or HMAC.
+        # Algorithm confusion defence (§4.1): only EdDSA, never "none" or HMAC.
         raise invalid_jwt("JWT alg must be EdDSA")
     if "crit" in header:
         raise invalid_jwt("JWT carries critical header parameters this server does not support")
@@ -119,7 +119,7 @@ def parse(token: Any) -> ParsedJWS:
 
 
 def typ_matches(header: dict[str, Any], expected: str) -> bool:
-    """``typ`` is a media type: case-insensitive, optional ``application/`` prefix (Q61)."""
+    """``typ`` is a media type: case-insensitive, optional ``application/`` prefix (§4.2)."""
     typ = header.get("typ")
     if not isinstance(typ, str):
         return False

@@ -23,7 +23,7 @@ _B64URL = re.compile(r"[A-Za-z0-9_-]+")
 
 SUPPORTED_ALGORITHMS = ("Ed25519",)
 #: JWK members we understand on a public key. Anything else is refused rather than ignored, so a
-#: key never carries data the server silently drops (``d`` in particular, spec §4.1 / J2).
+#: key never carries data the server silently drops (``d`` in particular, spec §4.1).
 _ALLOWED_MEMBERS = frozenset({"kty", "crv", "x", "kid", "alg", "use", "key_ops"})
 
 
@@ -52,8 +52,8 @@ def b64url_decode(text: str) -> bytes:
 def validate_public_jwk(jwk: Any, *, field: str = "public_key") -> dict[str, str]:
     """Check that ``jwk`` is an Ed25519 public JWK and return its canonical form.
 
-    Raises ``unsupported_algorithm`` for a well-formed key of another type (spec R4, KR3) and
-    ``invalid_request`` for anything malformed or carrying private material (J2, Q21).
+    Raises ``unsupported_algorithm`` for a well-formed key of another type (spec §5.3, §5.8) and
+    ``invalid_request`` for anything malformed or carrying private material (§4.1, §5.13).
     """
     if not isinstance(jwk, Mapping):
         raise ProtocolError("invalid_request", f"{field} must be a JWK object")
@@ -92,7 +92,7 @@ def public_key_from_jwk(jwk: Mapping[str, Any]) -> Ed25519PublicKey:
 
 
 def thumbprint(jwk: Mapping[str, Any]) -> str:
-    """RFC 7638 SHA-256 thumbprint of an Ed25519 JWK (43 base64url characters, spec J10)."""
+    """RFC 7638 SHA-256 thumbprint of an Ed25519 JWK (43 base64url characters, spec §4.2)."""
     canonical = validate_public_jwk(jwk)
     members = json.dumps(
         {"crv": canonical["crv"], "kty": canonical["kty"], "x": canonical["x"]},

@@ -42,7 +42,7 @@ class GrantStatus(models.TextChoices):
     ACTIVE = "active"
     PENDING = "pending"
     DENIED = "denied"
-    # Not wire statuses (spec §3.3 has none, checklist Q9): kept for the audit trail, never
+    # Not wire statuses (spec §3.3 has none): kept for the audit trail, never
     # returned and never effective.
     REVOKED = "revoked"
     EXPIRED = "expired"
@@ -73,7 +73,7 @@ class Host(models.Model):
     public_key = models.JSONField(null=True, blank=True)
     # A JWKS host is identified by its URL across key rotations (spec §4.2), so one URL, one host.
     jwks_url = models.URLField(max_length=2048, null=True, blank=True, unique=True)
-    # Kept for a short grace window after an inline key rotation (checklist Q38).
+    # Kept for a short grace window after an inline key rotation (§8.7).
     previous_thumbprint = models.CharField(max_length=43, null=True, blank=True, db_index=True)  # noqa: DJ001
     previous_thumbprint_until = models.DateTimeField(null=True, blank=True)
     user = models.ForeignKey(
@@ -195,7 +195,7 @@ class CapabilityGrant(models.Model):
     class Meta:
         constraints = [
             # One effective grant per capability, and at most one request waiting beside it (a
-            # re-request with other constraints replaces the active grant when approved, Q29).
+            # re-request with other constraints replaces the active grant when approved, §5.4).
             models.UniqueConstraint(
                 fields=["agent", "capability"],
                 condition=Q(status="active"),
@@ -216,7 +216,7 @@ class CapabilityGrant(models.Model):
         return f"{self.capability} [{self.status}] for {self.agent_id}"
 
     def is_effective(self, now: Any = None) -> bool:
-        """Active and not past its own expiry (spec §3.3, GR7)."""
+        """Active and not past its own expiry (spec §3.3)."""
         now = now or timezone.now()
         return self.status == GrantStatus.ACTIVE and (
             self.expires_at is None or self.expires_at > now
@@ -372,7 +372,7 @@ class AuditEvent(models.Model):
 
 
 class ReplayRecord(models.Model):
-    """A seen ``jti``; the unique key is the replay guard (spec §4.6, checklist Q60)."""
+    """A seen ``jti``; the unique key is the replay guard (spec §4.6, §10.3)."""
 
     key = models.CharField(primary_key=True, max_length=64)
     expires_at = models.DateTimeField(db_index=True)

@@ -17,7 +17,7 @@ def auto_approvable(host: Host, mode: str, cap: Capability) -> bool:
     """May this capability be granted without a person? (spec §8.10: calibrate to risk).
 
     Only ``approval_strength="none"``, and only within the linked host's defaults (delegated) or
-    the autonomous policy list (unlinked host, checklist Q5).
+    the autonomous policy list (unlinked host, §2.8).
     """
     if cap.approval_strength != "none":
         return False

@@ -2,7 +2,7 @@
 
 Auto-approval is deliberately narrow: only capabilities whose ``approval_strength`` is
 ``"none"``, and only within the host's ``default_capabilities`` (linked host, delegated agent) or
-the configured autonomous policy (checklist Q5). Everything else waits for a person.
+the configured autonomous policy (§2.8). Everything else waits for a person.
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ class AgentKey:
 
 
 def agent_key_from_claims(verified: VerifiedHost) -> AgentKey:
-    """The agent key carried in the host JWT (spec §4.2, R1, R2, R4)."""
+    """The agent key carried in the host JWT (spec §4.2, §5.3)."""
     claims = verified.claims
     if "agent_jwks_url" in claims:
         if "agent_public_key" in claims:
@@ -277,7 +277,7 @@ def _approval_if_needed(
     agent: Agent, grants: list[CapabilityGrant], req: RegistrationRequest
 ) -> IssuedApproval | None:
     pending = [g for g in grants if g.status == GrantStatus.PENDING]
-    # Present whenever the agent or any grant waits for a person (checklist Q6).
+    # Present whenever the agent or any grant waits for a person (§5.3).
     if agent.status != AgentStatus.PENDING and not pending:
         return None
     return open_request(
@@ -291,7 +291,7 @@ def _approval_if_needed(
 
 
 def _retry(agent: Agent, req: RegistrationRequest) -> Registered:
-    """Same host + agent key again (spec §5.3 idempotency, R13, Q12)."""
+    """Same host + agent key again (spec §5.3 idempotency)."""
     if agent.status != AgentStatus.PENDING:
         raise ProtocolError(
             "agent_exists",

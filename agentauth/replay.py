@@ -1,4 +1,4 @@
-"""``jti`` replay guard (spec §4.6, §8.4; checklist J17, J18, Q60).
+"""``jti`` replay guard (spec §4.6, §8.4, §4.5.1 step 7, §10.3).
 
 Each token may be used once within its lifetime plus skew. The key is partitioned by token type
 and identity, so two agents choosing the same ``jti`` do not collide. Both stores are shared across

@@ -84,7 +84,7 @@ def sweep(now: datetime | None = None) -> dict[str, int]:
         SweepLock.objects.get_or_create(name="sweep")
         SweepLock.objects.select_for_update().get(name="sweep")
 
-        # Absolute lifetime → revoked, permanently (spec §2.4, checklist Q15).
+        # Absolute lifetime → revoked, permanently (spec §2.4).
         overdue = Agent.objects.filter(
             status__in=NON_TERMINAL_AGENT_STATES, absolute_expires_at__lte=now
         )

@@ -1,6 +1,6 @@
 """Host JWT and agent JWT verification (spec §4.5, §4.5.1).
 
-Order matters for what an unauthenticated caller can learn (checklist Q33): header and claim
+Order matters for what an unauthenticated caller can learn (§4.5): header and claim
 shape, audience, key lookup, **signature**, times and replay come first and all fail with
 ``401 invalid_jwt``; only a validly signed, fresh, unreplayed token gets a state-specific 403
 (``agent_revoked``, ``host_pending``...).
@@ -85,7 +85,7 @@ def _number_claim(claims: dict[str, Any], name: str) -> float:
 
 def _check_audience(claims: dict[str, Any], expected: Collection[str]) -> None:
     aud = claims.get("aud")
-    # RFC 7519 allows an array; we accept only a single audience (checklist Q62), compared
+    # RFC 7519 allows an array; we accept only a single audience (§4.3), compared
     # exactly (§8.18) against configured absolute URLs, never the request's Host header.
     if isinstance(aud, list) and len(aud) == 1:
         aud = aud[0]
@@ -141,7 +141,7 @@ def verify_host_jwt(
     """Verify a host JWT (spec §4.5.1).
 
     ``allow_unknown``: an unknown host is a dynamic registration (only ``/agent/register``).
-    ``allow_pending``: a pending host may poll status and revoke (checklist Q4).
+    ``allow_pending``: a pending host may poll status and revoke (§4.5.1 step 8).
     ``allow_rejected``: a rejected host may still read its agents' status, so the client that
     asked learns the outcome (spec §7.1 step 4: polling ends at ``rejected``).
     """
@@ -258,8 +258,8 @@ def verify_agent_jwt(
 ) -> VerifiedAgent:
     """Verify an agent JWT (spec §4.5) and return the active agent it names.
 
-    ``audiences`` is the set of exact ``aud`` values this endpoint accepts (checklist Q1).
-    ``consume=False`` checks the token without spending its ``jti`` (introspection, Q3).
+    ``audiences`` is the set of exact ``aud`` values this endpoint accepts (§4.3).
+    ``consume=False`` checks the token without spending its ``jti`` (introspection, §4.6).
     """
     parsed, sub, iss = parse_agent_jwt(token, audiences)
     claims = parsed.claims
@@ -325,14 +325,14 @@ def _agent_key(agent: Agent, header: dict[str, Any]) -> dict[str, str]:
         if agent.public_key is None:
             raise invalid_jwt("Agent has no usable key")
         return dict(agent.public_key)
-    # An agent whose key lives at a JWKS URL signs with the kid it registered (checklist Q37).
+    # An agent whose key lives at a JWKS URL signs with the kid it registered (§4.2).
     if agent.kid is None or header.get("kid") != agent.kid:
         raise invalid_jwt("The agent JWT's header kid must be the agent_kid it registered")
     return jwks.get_key(agent.jwks_url, agent.kid)
 
 
 def ensure_may_act(agent: Agent, host: Host) -> None:
-    """Apply the clocks, then refuse unless agent and host are both active (spec §2.3, Q32),
+    """Apply the clocks, then refuse unless agent and host are both active (spec §2.3, §4.5 step 4),
     with the state's own code. Used at authentication and whenever work resumes later (async
     jobs, long streams), so every path gives the same answer."""
     clocks.evaluate_clocks(agent)

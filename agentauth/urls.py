@@ -1,5 +1,5 @@
 """Protocol URLs. Include ``urlpatterns`` at the issuer path, and ``well_known_urlpatterns`` at
-the site root so ``/.well-known/agent-configuration`` answers there too (spec §5.1, Q56)::
+the site root so ``/.well-known/agent-configuration`` answers there too (spec §5.1)::
 
     path("api/auth/", include("agentauth.urls")),
     path("", include(well_known_urlpatterns)),

@@ -32,7 +32,7 @@ def check_fields(body: Mapping[str, Any], allowed: Collection[str]) -> None:
 
 
 def display_text(value: Any, field: str, *, max_length: int, required: bool = False) -> str:
-    """Sanitise attacker-controlled display text (spec §8.10, S20): strip markup and control
+    """Sanitise attacker-controlled display text (spec §8.10, §8): strip markup and control
     characters, collapse whitespace, enforce a length limit. Templates still autoescape."""
     if value is None:
         if required:

@@ -61,7 +61,7 @@ def grant(g: CapabilityGrant, *, include_granted_by: bool = True) -> dict[str, A
 
 
 def visible_grants(grants: Iterable[CapabilityGrant]) -> list[CapabilityGrant]:
-    """Grants that exist on the wire: revoked rows are internal history (checklist Q9)."""
+    """Grants that exist on the wire: revoked rows are internal history (§3.3)."""
     now = timezone.now()
     return [
         g
@@ -96,7 +96,7 @@ def agent_status(agent: Agent, agent_grants: Iterable[CapabilityGrant]) -> dict[
 
 
 def approval(issued: IssuedApproval) -> dict[str, Any]:
-    """The approval object of spec §7 (AP3)."""
+    """The approval object of spec §7 (§7)."""
     req = issued.request
     expires_in = max(0, int((req.expires_at - timezone.now()).total_seconds()))
     data: dict[str, Any] = {"method": req.method}

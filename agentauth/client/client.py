@@ -152,7 +152,7 @@ class AgentAuthClient:
     # -- discovery ----------------------------------------------------------------------------
 
     def discover(self, *, force: bool = False) -> dict[str, Any]:
-        """Fetch (or return the cached) discovery document and check it is usable (§5.1, D8).
+        """Fetch (or return the cached) discovery document and check it is usable (§5.1).
 
         A cached copy is reused until its ``Cache-Control`` lifetime ends; when a refresh fails
         because the server is unreachable, the last good copy is kept (§10.5).
@@ -277,7 +277,7 @@ class AgentAuthClient:
         """The spec's ``sign_jwt`` tool (§6.5): an agent JWT for the agent's own use.
 
         ``aud`` defaults to ``issuer``. Capabilities outside the grants the client last saw as
-        active are refused locally (CL2), so the client never vouches for access it lacks.
+        active are refused locally (§6), so the client never vouches for access it lacks.
         """
         if capabilities:
             missing = sorted(set(capabilities) - set(connection.active_capabilities))
@@ -574,7 +574,7 @@ class AgentAuthClient:
         auth: AuthMode | None = None,
         max_pages: int = 100,
     ) -> list[dict[str, Any]]:
-        """Every capability, following ``next_cursor`` across pages (CL4)."""
+        """Every capability, following ``next_cursor`` across pages (§6)."""
         items: list[dict[str, Any]] = []
         cursor: str | None = None
         seen: set[str] = set()
@@ -711,11 +711,11 @@ class AgentAuthClient:
     def _poll_execution(
         self, connection: AgentConnection, capability: str, resp: http.Response
     ) -> Any:
-        """Poll an async execution's ``status_url`` until it completes or fails (§5.11, E13).
+        """Poll an async execution's ``status_url`` until it completes or fails (§5.11, §2.15).
 
         Each poll carries a freshly signed agent JWT (``aud`` = issuer), the wait honours
         ``Retry-After`` and otherwise backs off 1, 2, 4... s up to ``max_poll_interval``. The
-        ``status_url`` must be on the issuer's origin (§8.12, E14) or it is never contacted.
+        ``status_url`` must be on the issuer's origin (§8.12) or it is never contacted.
         """
         deadline = self._clock() + self.poll_timeout
         backoff = 1.0

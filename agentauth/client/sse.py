@@ -1,4 +1,4 @@
-"""Server-Sent Events for streaming capability execution (spec §5.11, checklist E15).
+"""Server-Sent Events for streaming capability execution (spec §5.11, §5.13).
 
 The spec fixes three event types (``data``, ``error``, ``done``), makes ``data`` the default when
 no ``event:`` field is sent, and requires clients to stop at ``done`` rather than wait for the

@@ -19,7 +19,7 @@ from .identity import Keypair
 
 HOST_JWT_TYP = "host+jwt"
 AGENT_JWT_TYP = "agent+jwt"
-#: §4.3 / §8.2: JWTs SHOULD expire within 60 seconds.
+#: §4.3, §8.2: JWTs SHOULD expire within 60 seconds.
 DEFAULT_LIFETIME = 60
 
 

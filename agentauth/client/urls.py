@@ -1,4 +1,4 @@
-"""URL rules the client applies before it sends a JWT anywhere (spec §5.1, §8.12, checklist E14).
+"""URL rules the client applies before it sends a JWT anywhere (spec §5.1, §8.12).
 
 Kept apart from the HTTP code because they are policy, not transport: which discovery endpoint
 values are trusted, which ``status_url`` may receive an agent JWT, and when plain ``http://`` is
@@ -71,7 +71,7 @@ def resolve_endpoint(issuer: str, value: str) -> str:
 
 
 def require_same_origin(url: str, issuer: str, *, what: str = "status_url") -> str:
-    """§8.12 / E14: a server-returned polling URL must share the issuer's origin.
+    """§8.12: a server-returned polling URL must share the issuer's origin.
 
     Otherwise a malicious or compromised server could make the client send fresh agent JWTs to
     a third party or probe the client's own network.

@@ -1,4 +1,4 @@
-"""§5.11 execution, the §4.3 / §4.5 agent JWT rules it enforces, and §2.13 constraints."""
+"""§5.11 execution, the §4.3, §4.5 agent JWT rules it enforces, and §2.13 constraints."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""§5.3 registration and the §4.2 / §4.5.1 host JWT rules it is the first to enforce.
+"""§5.3 registration and the §4.2, §4.5.1 host JWT rules it is the first to enforce.
 
 Each host JWT check sends an otherwise valid registration from a brand-new host with one thing
 wrong in its token, so the only reason to refuse it is the rule under test.

@@ -27,7 +27,7 @@ def agent_of_host(agent_id: object, host: Host) -> Agent:
     if agent is None:
         raise ProtocolError("agent_not_found")
     if agent.host_id != host.pk:
-        # Checklist Q22: 403 unauthorized, as in the spec's §5.13 example.
+        # Spec §5.5: 403 unauthorized, as in the spec's §5.13 example.
         raise ProtocolError("unauthorized", "This agent is not registered under the calling host")
     agent.host = host
     return agent
@@ -56,7 +56,7 @@ class StatusView(ProtocolView):
         assert verified.host is not None
         agent = agent_of_host(request.GET.get("agent_id"), verified.host)
         approvals.pace_polling(agent)
-        # Clocks are applied before answering; a host poll does not extend the session (Q14).
+        # Clocks are applied before answering; a host poll does not extend the session (§2.4).
         clocks.evaluate_clocks(agent)
         return json_response(wire.agent_status(agent, agent.grants.all()))
 
@@ -103,8 +103,8 @@ class IntrospectView(ProtocolView):
         if not isinstance(token, str) or not token:
             raise invalid_request("'token' is required and must be a string")
         try:
-            # Read-only: introspection does not spend the token's jti (checklist Q3); any
-            # audience this server issues tokens for is acceptable (Q2).
+            # Read-only: introspection does not spend the token's jti (§4.6); any
+            # audience this server issues tokens for is acceptable (§5.12).
             verified = verify_agent_jwt(token, audiences=introspection_audiences(), consume=False)
         except ProtocolError:
             return json_response(wire.inactive())

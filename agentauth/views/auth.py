@@ -22,7 +22,7 @@ from ..tokens import (
 
 def authenticate_agent(request: HttpRequest, audiences: Collection[str]) -> VerifiedAgent:
     """Verify the agent JWT (and its DPoP proof, §4.5 step 9), meter the agent, slide its
-    session (checklist Q14)."""
+    session (§2.4)."""
     mode = app_settings.DPOP
     if mode == "off":
         verified = verify_agent_jwt(bearer_token(request), audiences=audiences)
@@ -34,7 +34,7 @@ def authenticate_agent(request: HttpRequest, audiences: Collection[str]) -> Veri
 
 
 def execute_audiences() -> set[str]:
-    """``aud`` values the default execute location accepts (checklist Q1, spec §6.10)."""
+    """``aud`` values the default execute location accepts (§4.3, spec §6.10)."""
     audiences = {app_settings.DEFAULT_LOCATION}
     if app_settings.EXECUTE_ACCEPTS_ISSUER_AUD:
         audiences.add(app_settings.ISSUER)
@@ -44,8 +44,8 @@ def execute_audiences() -> set[str]:
 def optional_identity(request: HttpRequest) -> VerifiedAgent | VerifiedHost | None:
     """For list/describe: no token, a host JWT or an agent JWT (spec §5.2).
 
-    A bad token is a 401, never a silent downgrade to anonymous (checklist C14). A valid host JWT
-    from an unknown or pending host counts as anonymous (Q45).
+    A bad token is a 401, never a silent downgrade to anonymous (§5.2). A valid host JWT
+    from an unknown or pending host counts as anonymous (§5.2).
     """
     if not request.META.get("HTTP_AUTHORIZATION"):
         return None

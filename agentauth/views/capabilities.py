@@ -33,7 +33,7 @@ def _visible(
     """Capabilities this caller may see, and (agent JWT only) the names it holds grants for.
 
     Non-public capabilities are shown only to an agent that holds or held a grant for them, or
-    to a host whose defaults include them (checklist Q17, Q44).
+    to a host whose defaults include them (§5.2.1, §5.2).
     """
     if isinstance(identity, VerifiedAgent):
         rows = CapabilityGrant.objects.filter(agent=identity.agent).values_list(
@@ -153,7 +153,7 @@ class ExecuteView(ProtocolView):
             body = read_json_body(request)
             check_fields(body, ("capability", "arguments"))
         except ProtocolError as exc:
-            # A call whose body cannot be read is still a refused call (checklist E19).
+            # A call whose body cannot be read is still a refused call (§11).
             execution.record(verified, "", error=exc)
             raise
         arguments = body.get("arguments")
@@ -239,7 +239,7 @@ class ExecutionStatusView(ProtocolView):
         verified = authenticate_agent(request, {app_settings.ISSUER, app_settings.DEFAULT_LOCATION})
         job = Execution.objects.filter(pk=job_id, agent=verified.agent).first()
         if job is None:
-            # Another agent's job is indistinguishable from no job (checklist E13).
+            # Another agent's job is indistinguishable from no job (§2.15).
             raise ProtocolError("not_found", "No such execution")
         dpop.require_for(registry.get(job.capability), verified)
         return json_response(wire.job(job))

@@ -35,7 +35,7 @@ def names(reply: Any) -> set[str]:
 
 
 def test_anonymous_list(api: Api) -> None:
-    # spec: C7, C8, C10, C11
+    # spec: §5.2
     reply = api.get("/capability/list")
     assert reply.status == 200
     assert names(reply) >= PUBLIC and "close_account" not in names(reply)
@@ -51,13 +51,13 @@ def test_anonymous_list(api: Api) -> None:
 
 
 def test_query(api: Api) -> None:
-    # spec: C9
+    # spec: §5.2
     assert names(api.get("/capability/list", query="bank balance")) == {"check_balance"}
     assert names(api.get("/capability/list", query="nothing matches this")) == set()
 
 
 def test_pagination_walks_everything_once(api: Api) -> None:
-    # spec: C9, C10; checklist Q63
+    # spec: §5.2
     seen: list[str] = []
     cursor = None
     for _ in range(50):
@@ -83,7 +83,7 @@ def test_limit_is_clamped(api: Api) -> None:
 
 
 def test_agent_list_has_grant_status(api: Api, user: Any) -> None:
-    # spec: C8, C13; checklist Q42
+    # spec: §5.2, §2.12
     host, _ = make_host(user=user)
     agent, key = make_agent(host, grants=["check_balance"])
     CapabilityGrant.objects.create(agent=agent, capability="transfer", status="pending")
@@ -92,7 +92,7 @@ def test_agent_list_has_grant_status(api: Api, user: Any) -> None:
     status = {c["name"]: c["grant_status"] for c in reply.body["capabilities"]}
     assert status["check_balance"] == "granted"
     assert status["transfer"] == "not_granted"  # pending is not granted
-    # A non-public capability shows once the agent holds any grant row for it (Q17).
+    # A non-public capability shows once the agent holds any grant row for it (§5.2.1).
     assert status["close_account"] == "not_granted"
     assert all(c["grant_status"] in ("granted", "not_granted") for c in reply.body["capabilities"])
     assert reply.headers["Cache-Control"] == "private, max-age=300"
@@ -100,7 +100,7 @@ def test_agent_list_has_grant_status(api: Api, user: Any) -> None:
 
 
 def test_host_list_includes_its_defaults(api: Api, user: Any) -> None:
-    # checklist Q44
+    # §5.2
     _, key = make_host(user=user, default_capabilities=["close_account"])
     reply = api.get("/capability/list", token=host_token(key))
     assert "close_account" in names(reply)
@@ -108,13 +108,13 @@ def test_host_list_includes_its_defaults(api: Api, user: Any) -> None:
 
 
 def test_unknown_host_lists_like_anonymous(api: Api) -> None:
-    # checklist Q45
+    # §5.2
     reply = api.get("/capability/list", token=host_token(Keypair.generate()))
     assert reply.status == 200 and "close_account" not in names(reply)
 
 
 def test_bad_token_is_not_downgraded(api: Api) -> None:
-    # checklist C14
+    # §5.2
     assert_error(api.get("/capability/list", token="a.b.c"), 401, "invalid_jwt")
 
 
@@ -122,7 +122,7 @@ def test_bad_token_is_not_downgraded(api: Api) -> None:
 
 
 def test_describe(api: Api) -> None:
-    # spec: C15, C16
+    # spec: §5.2.1, §2.12
     reply = api.get("/capability/describe", name="check_balance")
     assert reply.status == 200
     body = reply.body
@@ -140,7 +140,7 @@ def test_describe_with_agent(api: Api, user: Any) -> None:
 
 @pytest.mark.parametrize("name", ["nope", "close_account"])
 def test_describe_unknown_or_hidden(api: Api, name: str) -> None:
-    # spec: C17; checklist Q17
+    # spec: §5.2.1
     assert_error(api.get("/capability/describe", name=name), 404, "capability_not_found")
 
 
@@ -152,7 +152,7 @@ def test_describe_needs_a_name(api: Api) -> None:
 
 
 def test_limit_one_walks_every_page(api: Api) -> None:
-    # spec: C9, C10; checklist Q63 — has_more and next_cursor always agree.
+    # spec: §5.2 — has_more and next_cursor always agree.
     everything = [c["name"] for c in api.get("/capability/list").body["capabilities"]]
     seen: list[str] = []
     cursor = None
@@ -178,24 +178,24 @@ def test_cursor_past_the_end_is_an_empty_last_page(api: Api) -> None:
 
 @pytest.mark.parametrize("limit", ["²", "1.5", " 1", "", "0000", "0x10", "1e2"])
 def test_limit_must_be_ascii_digits(api: Api, limit: str) -> None:
-    # checklist Q63 — "²" passes str.isdigit() but not int(): it was a 500.
+    # §5.2 — "²" passes str.isdigit() but not int(): it was a 500.
     assert_error(api.get("/capability/list", limit=limit), 400, "invalid_request")
 
 
 def test_huge_limit_is_clamped_not_an_error(api: Api) -> None:
-    # checklist Q63 — more than 4300 digits made int() raise: it was a 500.
+    # §5.2 — more than 4300 digits made int() raise: it was a 500.
     reply = api.get("/capability/list", limit="9" * 5000)
     assert reply.status == 200 and reply.body["has_more"] is False
     assert api.get("/capability/list", limit="001").body["has_more"] is True
 
 
 def test_anonymous_list_varies_on_authorization(api: Api) -> None:
-    # checklist C12
+    # §10.6
     assert "Authorization" in api.get("/capability/list").headers["Vary"]
 
 
 def test_only_effective_grants_are_granted(api: Api, user: Any) -> None:
-    # spec: C13 — lapsed, revoked and expired grant rows are not_granted.
+    # spec: §5.2 — lapsed, revoked and expired grant rows are not_granted.
     host, _ = make_host(user=user)
     agent, key = make_agent(host, grants=["check_balance", "transfer", "read_only_note"])
     past = timezone.now() - timedelta(seconds=1)
@@ -213,7 +213,7 @@ def test_only_effective_grants_are_granted(api: Api, user: Any) -> None:
 
 
 def test_non_public_needs_a_grant_row_to_be_seen(api: Api, user: Any) -> None:
-    # checklist Q17 — an agent never granted close_account does not learn it exists.
+    # §5.2.1 — an agent never granted close_account does not learn it exists.
     host, _ = make_host(user=user)
     stranger, stranger_key = make_agent(host, grants=["check_balance"])
     holder, holder_key = make_agent(host, grants=["close_account"])
@@ -236,7 +236,7 @@ def test_non_public_needs_a_grant_row_to_be_seen(api: Api, user: Any) -> None:
 
 
 def test_pending_host_lists_like_anonymous(api: Api, user: Any) -> None:
-    # checklist Q45 — its defaults are not disclosed before approval.
+    # §5.2 — its defaults are not disclosed before approval.
     _, key = make_host(status=HostStatus.PENDING, default_capabilities=["close_account"])
     reply = api.get("/capability/list", token=host_token(key))
     assert reply.status == 200 and "close_account" not in names(reply)
@@ -244,13 +244,13 @@ def test_pending_host_lists_like_anonymous(api: Api, user: Any) -> None:
 
 
 def test_revoked_host_is_refused_not_downgraded(api: Api, user: Any) -> None:
-    # checklist C14
+    # §5.2
     _, key = make_host(user=user, status=HostStatus.REVOKED)
     assert_error(api.get("/capability/list", token=host_token(key)), 403, "host_revoked")
 
 
 def test_host_describe_of_a_default_has_no_grant_status(api: Api, user: Any) -> None:
-    # spec: C15; checklist Q44
+    # spec: §5.2.1, §5.2
     _, key = make_host(user=user, default_capabilities=["close_account"])
     reply = api.get("/capability/describe", name="close_account", token=host_token(key))
     assert reply.status == 200 and "grant_status" not in reply.body
@@ -265,7 +265,7 @@ def test_host_describe_of_a_default_has_no_grant_status(api: Api, user: Any) -> 
     ],
 )
 def test_bad_agent_token_on_list(api: Api, user: Any, token_kwargs: dict[str, Any]) -> None:
-    # spec: C14
+    # spec: §5.2
     host, _ = make_host(user=user)
     agent, key = make_agent(host)
     reply = api.get("/capability/list", token=agent_token(agent, key, **token_kwargs))
@@ -273,7 +273,7 @@ def test_bad_agent_token_on_list(api: Api, user: Any, token_kwargs: dict[str, An
 
 
 def test_agent_list_spends_the_jti_and_slides_the_session(api: Api, user: Any) -> None:
-    # checklist Q3, Q14
+    # §4.6, §2.4
     host, _ = make_host(user=user)
     agent, key = make_agent(host)
     token = agent_token(agent, key)
@@ -289,6 +289,6 @@ def test_describe_rejects_unknown_parameters(api: Api) -> None:
 
 
 def test_describe_shows_a_location(api: Api) -> None:
-    # spec: C16; checklist Q43 — ticket.escalate is served by the example project.
+    # spec: §2.12 — ticket.escalate is served by the example project.
     reply = api.get("/capability/describe", name="ticket.escalate")
     assert reply.body["location"] == "http://testserver/support/escalate"

@@ -1,4 +1,4 @@
-"""GET /.well-known/agent-configuration (spec §5.1; checklist D1-D7)."""
+"""GET /.well-known/agent-configuration (spec §5.1, §6.2.3, §6.11)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ SPEC_KEYS = {
     "path", ["/.well-known/agent-configuration", "/api/auth/.well-known/agent-configuration"]
 )
 def test_discovery_document(client: Any, path: str) -> None:
-    # spec: D1, D2, D3, D5; checklist Q56
+    # spec: §5.1, §6.2.3
     response = client.get(path)
     assert response.status_code == 200
     doc = response.json()
@@ -43,7 +43,7 @@ def test_discovery_document(client: Any, path: str) -> None:
 
 
 def test_endpoints_are_relative_paths_of_routed_views(client: Any) -> None:
-    # spec: D4, G1 — every advertised endpoint answers under the issuer.
+    # spec: §5.1, §5 — every advertised endpoint answers under the issuer.
     endpoints = client.get("/.well-known/agent-configuration").json()["endpoints"]
     assert set(endpoints) <= SPEC_KEYS
     assert {"register", "status", "revoke", "revoke_host"} <= set(endpoints)
@@ -56,7 +56,7 @@ def test_endpoints_are_relative_paths_of_routed_views(client: Any) -> None:
 
 
 def test_discovery_is_cacheable(client: Any) -> None:
-    # spec: D7
+    # spec: §10.5
     response = client.get("/.well-known/agent-configuration")
     assert response.headers["Cache-Control"] == "public, max-age=3600"
 
@@ -72,7 +72,7 @@ def test_discovery_reads_settings_live(client: Any, settings: Any) -> None:
 
 
 def test_discovery_rejects_other_methods_with_a_spec_body(client: Any) -> None:
-    # spec: ER1
+    # spec: §5.13
     response = client.post(
         "/.well-known/agent-configuration", data="{}", content_type="application/json"
     )

@@ -1,4 +1,4 @@
-"""POST /capability/execute and the async status_url (spec §2.15, §5.11; checklist E1-E18)."""
+"""POST /capability/execute and the async status_url (spec §2.15, §5.11, §5.12, §5.13)."""
 
 from __future__ import annotations
 
@@ -50,14 +50,14 @@ def execute(api: Api, agent: Any, capability: str, arguments: Any = None, **kw: 
 
 
 def test_sync_execution(api: Api, agent: Any) -> None:
-    # spec: E3, E9
+    # spec: §2.15
     reply = execute(api, agent, "check_balance", {"account_id": "acc_1"})
     assert reply.status == 200
     assert reply.body == {"data": {"account_id": "acc_1", "balance": 1234.5, "currency": "USD"}}
 
 
 def test_issuer_audience_is_accepted_at_the_default_location(api: Api, agent: Any) -> None:
-    # spec §6.10, as the official TypeScript client signs; checklist Q1
+    # spec §6.10, as the official TypeScript client signs, §4.3
     reply = execute(api, agent, "check_balance", {"account_id": "a"}, audience=ISSUER)
     assert reply.status == 200
 
@@ -69,7 +69,7 @@ def test_issuer_audience_can_be_refused(api: Api, agent: Any, settings: Any) -> 
 
 
 def test_other_audience(api: Api, agent: Any) -> None:
-    # spec: S8, §8.18 cross-server confusion
+    # spec: §4.3, §8.18 cross-server confusion
     reply = execute(
         api, agent, "check_balance", {"account_id": "a"}, audience="https://b.example/x"
     )
@@ -77,30 +77,30 @@ def test_other_audience(api: Api, agent: Any) -> None:
 
 
 def test_not_granted(api: Api, agent: Any) -> None:
-    # spec: E4
+    # spec: §2.15
     assert_error(execute(api, agent, "read_only_note"), 403, "capability_not_granted")
 
 
 def test_capabilities_claim_restricts(api: Api, agent: Any) -> None:
-    # spec: E4, S9
+    # spec: §2.15, §4.3
     reply = execute(api, agent, "check_balance", {"account_id": "a"}, capabilities=["transfer"])
     assert_error(reply, 403, "capability_not_granted")
 
 
 def test_unknown_capability(api: Api, agent: Any) -> None:
-    # spec: E5, C17
+    # spec: §2.15, §5.2.1
     assert_error(execute(api, agent, "no_such_thing"), 404, "capability_not_found")
 
 
 def test_non_public_capability_is_not_disclosed(api: Api, agent: Any) -> None:
-    # checklist Q17: close_account exists but is not public and was never granted.
+    # §5.2.1: close_account exists but is not public and was never granted.
     assert_error(
         execute(api, agent, "close_account", {"account_id": "a"}), 404, "capability_not_found"
     )
 
 
 def test_removed_capability(api: Api, agent: Any) -> None:
-    # spec: C3, S16; checklist Q16
+    # spec: §2.12, §5.11
     cap = registry.get("check_balance")
     assert cap is not None
     registry.unregister("check_balance")
@@ -117,7 +117,7 @@ def test_removed_capability(api: Api, agent: Any) -> None:
     [{"account_id": 5}, {}, {"account_id": None}],
 )
 def test_schema_violations(api: Api, agent: Any, arguments: Any) -> None:
-    # spec: C4, E7
+    # spec: §2.12, §2.15
     reply = execute(api, agent, "check_balance", arguments)
     assert_error(reply, 400, "invalid_request")
     assert "schema_path" in reply.body
@@ -127,7 +127,7 @@ def test_schema_violations(api: Api, agent: Any, arguments: Any) -> None:
     "body", [{"capability": 5}, {"arguments": {}}, {"capability": "x", "y": 1}]
 )
 def test_malformed_execute_bodies(api: Api, agent: Any, body: Any) -> None:
-    # spec: E3
+    # spec: §2.15
     a, key = agent
     reply = api.post("/capability/execute", body, token=agent_token(a, key, audience=EXECUTE))
     assert_error(reply, 400, "invalid_request")
@@ -138,7 +138,7 @@ def test_arguments_must_be_an_object(api: Api, agent: Any) -> None:
 
 
 def test_constraint_violations_in_the_spec_shape(api: Api, agent: Any) -> None:
-    # spec: CN9, CN13, ER7
+    # spec: §2.13, §5.13
     reply = execute(api, agent, "transfer", {"amount": 5000, "currency": "GBP", "to": "x"})
     assert_error(reply, 403, "constraint_violated")
     assert reply.body["message"] == "Execution arguments violate grant constraints"
@@ -149,7 +149,7 @@ def test_constraint_violations_in_the_spec_shape(api: Api, agent: Any) -> None:
 
 
 def test_missing_constrained_field_violates(api: Api, agent: Any) -> None:
-    # checklist Q28a: fail closed.
+    # §2.13: fail closed.
     reply = execute(api, agent, "transfer", {"amount": 5, "to": "x"})
     assert_error(reply, 403, "constraint_violated")
     assert reply.body["violations"][0]["field"] == "currency"
@@ -161,7 +161,7 @@ def test_within_constraints(api: Api, agent: Any) -> None:
 
 
 def test_unknown_operator_in_a_stored_grant(api: Api, agent: Any) -> None:
-    # spec: CN7, E6, S54 — never ignored.
+    # spec: §2.13, §2.15 — never ignored.
     CapabilityGrant.objects.filter(capability="transfer").update(
         constraints={"amount": {"max": 5, "regex": ".*"}}
     )
@@ -180,7 +180,7 @@ def test_handler_failure_is_a_spec_error(api: Api, agent: Any) -> None:
 
 
 def test_handler_protocol_error_passes_through(api: Api, agent: Any) -> None:
-    # checklist Q27
+    # §8.13
     assert_error(execute(api, agent, "over_limit"), 403, "limit_exceeded")
 
 
@@ -193,7 +193,7 @@ def test_handler_protocol_error_passes_through(api: Api, agent: Any) -> None:
     ],
 )
 def test_inactive_agents(api: Api, agent: Any, status: str, code: str) -> None:
-    # spec: E17
+    # spec: §2.15
     type(agent[0]).objects.filter(pk=agent[0].pk).update(status=status)
     assert_error(execute(api, agent, "check_balance", {"account_id": "a"}), 403, code)
 
@@ -207,7 +207,7 @@ def test_replayed_token(api: Api, agent: Any) -> None:
 
 
 def test_every_call_is_audited_and_signalled(api: Api, agent: Any) -> None:
-    # spec: E19, O2
+    # spec: §11
     seen: list[tuple[str, str]] = []
 
     def on_ok(sender: Any, capability: str, **kw: Any) -> None:
@@ -232,7 +232,7 @@ def test_every_call_is_audited_and_signalled(api: Api, agent: Any) -> None:
 
 
 def test_execution_slides_the_session(api: Api, agent: Any) -> None:
-    # spec §2.3; checklist Q14
+    # spec §2.3, §2.4
     execute(api, agent, "check_balance", {"account_id": "a"})
     agent[0].refresh_from_db()
     assert agent[0].last_used_at is not None
@@ -244,7 +244,7 @@ def test_execution_slides_the_session(api: Api, agent: Any) -> None:
 def test_async_execution_and_polling(
     api: Api, agent: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
-    # spec: E10, E11, E13, E14; checklist Q24, Q66
+    # spec: §2.15, §8.12, §5.11
     with django_capture_on_commit_callbacks(execute=True):
         reply = execute(api, agent, "slow_report", {"n": 21})
     assert reply.status == 202
@@ -258,7 +258,7 @@ def test_async_execution_and_polling(
 
 
 def test_async_failure(api: Api, agent: Any, django_capture_on_commit_callbacks: Any) -> None:
-    # spec: E12
+    # spec: §5.13
     with django_capture_on_commit_callbacks(execute=True):
         reply = execute(api, agent, "failing_job")
     a, key = agent
@@ -271,7 +271,7 @@ def test_async_failure(api: Api, agent: Any, django_capture_on_commit_callbacks:
 def test_async_pending_poll_and_other_agents(
     api: Api, agent: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
-    # spec: E13, S56 — only the initiating agent may poll.
+    # spec: §2.15, §5.11 — only the initiating agent may poll.
     with django_capture_on_commit_callbacks(execute=False):
         reply = execute(api, agent, "slow_report", {"n": 1})
     path = reply.body["status_url"].removeprefix("http://testserver/api/auth")
@@ -310,7 +310,7 @@ def events(response: Any) -> list[tuple[str, Any]]:
 
 
 def test_stream(client: Any, agent: Any) -> None:
-    # spec: E15
+    # spec: §5.13
     a, key = agent
     response = client.post(
         "/api/auth/capability/execute",
@@ -328,7 +328,7 @@ def test_stream(client: Any, agent: Any) -> None:
 
 
 def test_stream_error_then_done(client: Any, agent: Any) -> None:
-    # spec: E15 — an error event, then done; never a silent close.
+    # spec: §5.13 — an error event, then done; never a silent close.
     a, key = agent
     response = client.post(
         "/api/auth/capability/execute",
@@ -355,7 +355,7 @@ def test_server_imposed_constraints_bind_older_grants(api: Api, user: Any) -> No
 
 
 def test_non_json_result_is_one_refusal(api: Api, agent: Any) -> None:
-    # spec §5.11, E19: one call, one audit row and one signal. A result that cannot be sent used
+    # spec §5.11, §11: one call, one audit row and one signal. A result that cannot be sent used
     # to leave ``executed`` and then ``refused``; now it is a single internal_error refusal and
     # what the handler wrote is rolled back with it.
     CapabilityGrant.objects.create(agent=agent[0], capability="non_json_sync", status="active")
@@ -440,7 +440,7 @@ def test_internal_error_is_json_not_html(client: Any, executor: Any) -> None:
 
 
 def test_capabilities_claim_naming_it_allows(api: Api, executor: Any) -> None:
-    # spec: E4 — the claim narrows, it does not forbid what it names.
+    # spec: §2.15 — the claim narrows, it does not forbid what it names.
     reply = run(
         api,
         executor,
@@ -461,14 +461,14 @@ def test_capabilities_claim_naming_it_allows(api: Api, executor: Any) -> None:
     ],
 )
 def test_only_an_effective_grant_executes(api: Api, executor: Any, change: Any) -> None:
-    # spec: E4, GR7
+    # spec: §2.15, §3.3
     CapabilityGrant.objects.filter(capability="check_balance").update(**change)
     reply = run(api, executor, "check_balance", {"account_id": "a"})
     assert_error(reply, 403, "capability_not_granted")
 
 
 def test_evaluation_order(api: Api, executor: Any) -> None:
-    # checklist E18: unknown operator (400) before schema (400) before constraints (403).
+    # §2.15: unknown operator (400) before schema (400) before constraints (403).
     bad_schema_and_over = {"amount": "lots", "to": "x"}
     assert_error(run(api, executor, "transfer", bad_schema_and_over), 400, "invalid_request")
     CapabilityGrant.objects.filter(capability="transfer").update(
@@ -482,7 +482,7 @@ def test_evaluation_order(api: Api, executor: Any) -> None:
 
 
 def test_capability_with_its_own_location_is_not_run_here(api: Api, user: Any) -> None:
-    # spec: E1, E2 — ticket.escalate is executed at /support/escalate.
+    # spec: §2.15, §5.12 — ticket.escalate is executed at /support/escalate.
     host, _ = make_host(user=user)
     agent = make_agent(host, grants=["ticket.escalate"])
     reply = run(api, agent, "ticket.escalate", {"ticket_id": 1})
@@ -491,7 +491,7 @@ def test_capability_with_its_own_location_is_not_run_here(api: Api, user: Any) -
 
 
 def test_refusals_carry_their_code_in_audit_and_signal(api: Api, executor: Any) -> None:
-    # spec: E19, O2
+    # spec: §11
     refused: list[tuple[str, str]] = []
     executed: list[dict[str, Any]] = []
 

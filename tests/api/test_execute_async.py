@@ -1,5 +1,5 @@
 """Async and streamed executions: the 202 contract, polling, job re-checks, SSE (spec §2.15,
-§5.11; checklist E10-E16, Q24, Q66). Complements tests/api/test_execute.py."""
+§5.11, §5.13, §8.12). Complements tests/api/test_execute.py."""
 
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ def started(api: Api, agent: Any, capture: Any, capability: str, arguments: Any 
 
 
 def test_accepted_shape(api: Api, agent: Any, django_capture_on_commit_callbacks: Any) -> None:
-    # spec: E10, E14; checklist Q66 — pending only, absolute, same origin as the issuer.
+    # spec: §2.15, §8.12 — pending only, absolute, same origin as the issuer.
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         reply = execute(api, agent, "slow_report", {"n": 3})
     assert reply.status == 202
@@ -86,7 +86,7 @@ def test_accepted_shape(api: Api, agent: Any, django_capture_on_commit_callbacks
 
 
 def test_completed_poll(api: Api, agent: Any, django_capture_on_commit_callbacks: Any) -> None:
-    # spec: E11, E13; checklist Q24 — GET with a fresh agent JWT, aud = issuer.
+    # spec: §2.15, §5.11 — GET with a fresh agent JWT, aud = issuer.
     reply = started(api, agent, django_capture_on_commit_callbacks, "slow_report", {"n": 5})
     result = poll(api, agent, reply.body["status_url"])
     assert result.status == 200
@@ -98,7 +98,7 @@ def test_completed_poll(api: Api, agent: Any, django_capture_on_commit_callbacks
 def test_poll_also_accepts_the_default_location_audience(
     api: Api, agent: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
-    # checklist Q24 (optional): the execute URL is also a valid poll audience.
+    # §5.11 (optional): the execute URL is also a valid poll audience.
     reply = started(api, agent, django_capture_on_commit_callbacks, "slow_report", {"n": 1})
     assert poll(api, agent, reply.body["status_url"], audience=EXECUTE).status == 200
     refused = poll(api, agent, reply.body["status_url"], audience="https://other.example")
@@ -108,7 +108,7 @@ def test_poll_also_accepts_the_default_location_audience(
 def test_failed_poll_is_a_spec_error_object(
     api: Api, agent: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
-    # spec: E12 — {status: failed, error: {error, message}} and nothing else.
+    # spec: §5.13 — {status: failed, error: {error, message}} and nothing else.
     reply = started(api, agent, django_capture_on_commit_callbacks, "failing_job")
     body = poll(api, agent, reply.body["status_url"]).body
     assert body == {
@@ -130,7 +130,7 @@ def test_non_json_result_fails_the_job(
 def test_poll_tokens_are_verified(
     api: Api, agent: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
-    # spec: E13 — every poll carries a fresh, valid agent JWT of the initiating agent.
+    # spec: §2.15 — every poll carries a fresh, valid agent JWT of the initiating agent.
     reply = started(api, agent, django_capture_on_commit_callbacks, "slow_report", {"n": 1})
     path = reply.body["status_url"].removeprefix(ISSUER)
     a, key = agent
@@ -150,7 +150,7 @@ def test_poll_tokens_are_verified(
 def test_refused_at_acceptance_creates_no_job(
     api: Api, agent: Any, user: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
-    # spec: E4, E7 — the grant and the arguments are checked before a job exists.
+    # spec: §2.15 — the grant and the arguments are checked before a job exists.
     stranger = make_agent(agent[0].host)
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         assert_error(execute(api, stranger, "slow_report", {"n": 1}), 403, "capability_not_granted")
@@ -163,7 +163,7 @@ def test_refused_at_acceptance_creates_no_job(
 def test_accepted_job_is_audited_with_its_id(
     api: Api, agent: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
-    # spec: E19 — the acceptance is the audited execution, with the job it started.
+    # spec: §11 — the acceptance is the audited execution, with the job it started.
     started(api, agent, django_capture_on_commit_callbacks, "slow_report", {"n": 1})
     event = AuditEvent.objects.get(kind="capability.executed")
     assert event.data["mode"] == "async" and event.data["job_id"] == Execution.objects.get().pk
@@ -276,7 +276,7 @@ def parse(raw: bytes) -> list[tuple[str, Any]]:
 
 
 def test_stream_headers_and_events(client: Any, agent: Any) -> None:
-    # spec: E15
+    # spec: §5.13
     response = stream(client, agent, "count_up", {"n": 2})
     assert response.status_code == 200
     assert response["Content-Type"] == "text/event-stream"
@@ -288,7 +288,7 @@ def test_stream_headers_and_events(client: Any, agent: Any) -> None:
 
 
 def test_stream_handler_failure_is_error_then_done(client: Any, agent: Any) -> None:
-    # spec: E15 — the handler's exception becomes an error event; done always follows.
+    # spec: §5.13 — the handler's exception becomes an error event; done always follows.
     events = parse(b"".join(stream(client, agent, "broken_stream").streaming_content))
     assert events == [
         ("data", {"i": 0}),
@@ -298,7 +298,7 @@ def test_stream_handler_failure_is_error_then_done(client: Any, agent: Any) -> N
 
 
 def test_non_json_chunk_is_error_then_done(client: Any, agent: Any) -> None:
-    # spec: E15 — a chunk that cannot be serialised used to end the stream without done.
+    # spec: §5.13 — a chunk that cannot be serialised used to end the stream without done.
     events = parse(b"".join(stream(client, agent, "non_json_stream").streaming_content))
     assert [e for e, _ in events] == ["data", "error", "done"]
     assert events[1][1]["error"] == "internal_error"
@@ -315,7 +315,7 @@ def test_stream_refusals_are_json_errors(client: Any, agent: Any) -> None:
 
 
 def test_stream_ends_when_the_agent_is_revoked(client: Any, agent: Any, settings: Any) -> None:
-    # spec: E16 — a stream outliving its JWT re-checks revocation and ends on it.
+    # spec: §2.15 — a stream outliving its JWT re-checks revocation and ends on it.
     settings.AGENTAUTH_STREAM_RECHECK_SECONDS = 0
     response = stream(client, agent, "count_up", {"n": 100})
     chunks = iter(response.streaming_content)
@@ -348,7 +348,7 @@ def test_stream_recheck_applies_the_clocks_and_names_the_state(
 
 
 def test_stream_has_a_maximum_duration(client: Any, agent: Any, settings: Any) -> None:
-    # spec: E16 — a stream is cut at STREAM_MAX_SECONDS with an error, then done.
+    # spec: §2.15 — a stream is cut at STREAM_MAX_SECONDS with an error, then done.
     settings.AGENTAUTH_STREAM_MAX_SECONDS = 0
     events = parse(b"".join(stream(client, agent, "count_up", {"n": 1000}).streaming_content))
     assert events[-2:] == [

@@ -108,7 +108,7 @@ def escalate(client: Client, token: str | None, body: Any, path: str = "/support
 
 
 def test_no_token_is_a_spec_401_with_the_challenge(client: Client, tickets: Any) -> None:
-    # spec: RS1, ER1 — the §5.13 body and WWW-Authenticate: AgentAuth discovery="..."
+    # spec: §5.14, §5.13 — the §5.13 body and WWW-Authenticate: AgentAuth discovery="..."
     response = get_ticket(client, 1, None)
     assert_error(response, 401, "invalid_jwt")
     assert response["WWW-Authenticate"] == CHALLENGE
@@ -116,7 +116,7 @@ def test_no_token_is_a_spec_401_with_the_challenge(client: Client, tickets: Any)
 
 
 def test_plain_view_expects_the_issuer_as_audience(client: Client, host: Any, tickets: Any) -> None:
-    # spec: J-AV3, S8; checklist Q1 — the URL is no capability's location, so aud = issuer.
+    # spec: §4.5, §4.3 — the URL is no capability's location, so aud = issuer.
     agent, key = agent_with(host, ["ticket.read"])
     own_url = "http://testserver/support/tickets/1"
     for audience in (own_url, DEFAULT_LOCATION, "http://testserver"):
@@ -128,7 +128,7 @@ def test_plain_view_expects_the_issuer_as_audience(client: Client, host: Any, ti
 
 
 def test_granted_agent_reads_the_ticket(client: Client, host: Any, tickets: Any) -> None:
-    # spec: E2, E9 — the view runs and returns its data.
+    # spec: §5.12, §2.15 — the view runs and returns its data.
     agent, key = agent_with(host, ["ticket.read"])
     response = get_ticket(client, 1, agent_token(agent, key))
     assert response.status_code == 200
@@ -176,7 +176,7 @@ def test_every_named_capability_is_required(host: Any) -> None:
 
 
 def test_agent_without_the_grant_is_refused(client: Client, host: Any, tickets: Any) -> None:
-    # spec: E4, RS2 — a valid JWT without the capability is a 403, not a 401 challenge.
+    # spec: §2.15, §5.14 — a valid JWT without the capability is a 403, not a 401 challenge.
     agent, key = agent_with(host, ["ticket.close"])
     response = get_ticket(client, 1, agent_token(agent, key))
     assert_error(response, 403, "capability_not_granted")
@@ -186,7 +186,7 @@ def test_agent_without_the_grant_is_refused(client: Client, host: Any, tickets: 
 def test_capabilities_claim_must_name_the_capability(
     client: Client, host: Any, tickets: Any
 ) -> None:
-    # spec: E4, S9 — a JWT scoped to other capabilities does not open this view.
+    # spec: §2.15, §4.3 — a JWT scoped to other capabilities does not open this view.
     agent, key = agent_with(host, ["ticket.read", "ticket.close"])
     token = agent_token(agent, key, capabilities=["ticket.close"])
     assert_error(get_ticket(client, 1, token), 403, "capability_not_granted")
@@ -197,7 +197,7 @@ def test_capabilities_claim_must_name_the_capability(
 def test_url_kwargs_are_checked_against_constraints(
     client: Client, host: Any, tickets: Any
 ) -> None:
-    # spec: CN3, CN9, CN13 — the grant is for ticket 1 only.
+    # spec: §2.13 — the grant is for ticket 1 only.
     agent, key = agent_with(host, {"ticket.read": {"ticket_id": "1"}})
     assert get_ticket(client, 1, agent_token(agent, key)).status_code == 200
     body = assert_error(get_ticket(client, 2, agent_token(agent, key)), 403, "constraint_violated")
@@ -221,7 +221,7 @@ def test_repeating_a_constrained_name_is_refused(client: Client, host: Any, tick
 def test_execute_contract_body_cannot_override_the_url(
     client: Client, host: Any, tickets: Any
 ) -> None:
-    # spec: CN9 — away from a location, {"capability","arguments"} is not the argument source:
+    # spec: §2.13 — away from a location, {"capability","arguments"} is not the argument source:
     # stating ticket 1 in the body while the URL names ticket 2 must not pass a ticket-1 grant.
     # Its members are plain body members, which ticket.read's input schema does not take (400).
     agent, key = agent_with(host, {"ticket.read": {"ticket_id": "1"}})
@@ -237,7 +237,7 @@ def test_execute_contract_body_cannot_override_the_url(
 
 
 def test_revoked_agent_and_host(client: Client, user: Any, tickets: Any) -> None:
-    # spec: L10, L11, ER5 — a validly signed JWT of a revoked agent or host is a state 403.
+    # spec: §2.6, §5.13 — a validly signed JWT of a revoked agent or host is a state 403.
     host, _ = make_host(user=user)
     agent, key = agent_with(host, ["ticket.read"])
     agents.revoke_agent(agent, actor_type="user")
@@ -249,7 +249,7 @@ def test_revoked_agent_and_host(client: Client, user: Any, tickets: Any) -> None
 
 
 def test_calls_are_audited(client: Client, host: Any, tickets: Any) -> None:
-    # spec: E19, O2, O4 — allowed and refused calls each leave a row with the jti.
+    # spec: §11 — allowed and refused calls each leave a row with the jti.
     agent, key = agent_with(host, {"ticket.read": {"ticket_id": "1"}})
     ok_token = agent_token(agent, key)
     assert get_ticket(client, 1, ok_token).status_code == 200
@@ -287,7 +287,7 @@ CLOSE_GRANT = {"ticket.close": {"priority": {"not_in": ["critical"]}}}
 
 
 def test_drf_closes_a_low_ticket(client: Client, host: Any, tickets: Any) -> None:
-    # spec: CN4, CN9 — within the constraint the view runs.
+    # spec: §2.13 — within the constraint the view runs.
     agent, key = agent_with(host, CLOSE_GRANT)
     response = close_ticket(client, 1, agent_token(agent, key), {"priority": "low"})
     assert response.status_code == 200
@@ -299,7 +299,7 @@ def test_drf_closes_a_low_ticket(client: Client, host: Any, tickets: Any) -> Non
 def test_drf_constraint_violation_has_the_spec_body(
     client: Client, host: Any, tickets: Any
 ) -> None:
-    # spec: CN9, CN13, ER1 — DRF must not wrap ({"detail": ...}) or stringify the body.
+    # spec: §2.13, §5.13 — DRF must not wrap ({"detail": ...}) or stringify the body.
     agent, key = agent_with(host, CLOSE_GRANT)
     response = close_ticket(client, 2, agent_token(agent, key), {"priority": "critical"})
     body = assert_error(response, 403, "constraint_violated")
@@ -313,7 +313,7 @@ def test_drf_constraint_violation_has_the_spec_body(
 def test_drf_missing_constrained_field_fails_closed(
     client: Client, host: Any, tickets: Any
 ) -> None:
-    # spec: CN10; checklist Q28a — no priority, no closing under a priority constraint.
+    # spec: §2.13 — no priority, no closing under a priority constraint.
     agent, key = agent_with(host, CLOSE_GRANT)
     body = assert_error(
         close_ticket(client, 2, agent_token(agent, key), {}), 403, "constraint_violated"
@@ -337,7 +337,7 @@ def test_drf_stated_priority_must_be_the_real_one(client: Client, host: Any, tic
 def test_drf_execute_contract_body_cannot_dodge_the_constraint(
     client: Client, host: Any, tickets: Any
 ) -> None:
-    # spec: CN9 — stating priority "low" inside an execute-contract body must not be checked
+    # spec: §2.13 — stating priority "low" inside an execute-contract body must not be checked
     # in place of the request the view acts on; its members are plain body members, which
     # ticket.close's input schema does not take (400).
     agent, key = agent_with(host, CLOSE_GRANT)
@@ -348,7 +348,7 @@ def test_drf_execute_contract_body_cannot_dodge_the_constraint(
 
 
 def test_drf_no_token_is_a_spec_401(client: Client, tickets: Any) -> None:
-    # spec: RS1, ER1 — the same body and challenge as the plain decorator.
+    # spec: §5.14, §5.13 — the same body and challenge as the plain decorator.
     response = close_ticket(client, 1, None, {"priority": "low"})
     body = assert_error(response, 401, "invalid_jwt")
     assert "detail" not in body
@@ -365,7 +365,7 @@ def test_drf_no_token_is_a_spec_401(client: Client, tickets: Any) -> None:
 
 
 def test_drf_bad_token_is_a_spec_401(client: Client, host: Any, tickets: Any) -> None:
-    # spec: RS1, S8 — a JWT for another audience.
+    # spec: §5.14, §4.3 — a JWT for another audience.
     agent, key = agent_with(host, CLOSE_GRANT)
     token = agent_token(agent, key, audience="https://elsewhere.example")
     response = close_ticket(client, 1, token, {"priority": "low"})
@@ -405,7 +405,7 @@ class WhoAmI(APIView):
 
 
 def test_drf_user_is_the_delegating_person(user: Any) -> None:
-    # spec: L1 — a delegated agent acts for its host's linked user; an autonomous one for nobody.
+    # spec: §3.2 — a delegated agent acts for its host's linked user; an autonomous one for nobody.
     host, _ = make_host(user=user)
     delegated, key = agent_with(host, ["ticket.read"])
     request = APIRequestFactory().get("/whoami?ticket_id=1", **bearer(agent_token(delegated, key)))
@@ -459,7 +459,7 @@ ESCALATE = {"capability": "ticket.escalate", "arguments": {"ticket_id": "1"}}
 
 
 def test_location_runs_the_execute_contract(client: Client, host: Any, tickets: Any) -> None:
-    # spec: E1, E2, C1 — aud = the location URL, body = {"capability", "arguments"}.
+    # spec: §2.15, §5.12, §2.12 — aud = the location URL, body = {"capability", "arguments"}.
     agent, key = agent_with(host, ["ticket.escalate"])
     response = escalate(client, agent_token(agent, key, audience=ESCALATE_URL), ESCALATE)
     assert response.status_code == 200
@@ -471,7 +471,7 @@ def test_location_runs_the_execute_contract(client: Client, host: Any, tickets: 
 def test_location_audience_must_be_exact(
     client: Client, host: Any, tickets: Any, audience: str
 ) -> None:
-    # spec: E2, J-AV3, S8; checklist Q1
+    # spec: §5.12, §4.5, §4.3
     agent, key = agent_with(host, ["ticket.escalate"])
     response = escalate(client, agent_token(agent, key, audience=audience), ESCALATE)
     assert_error(response, 401, "invalid_jwt")
@@ -479,7 +479,7 @@ def test_location_audience_must_be_exact(
 
 
 def test_describe_shows_the_location(client: Client, host: Any) -> None:
-    # spec: C16; checklist Q43 — the URL name "support:escalate" is published as a URL.
+    # spec: §2.12 — the URL name "support:escalate" is published as a URL.
     agent, key = agent_with(host, ["ticket.escalate"])
     response = client.get(
         "/api/auth/capability/describe",
@@ -494,7 +494,7 @@ def test_describe_shows_the_location(client: Client, host: Any) -> None:
 
 
 def test_location_validates_the_input_schema(client: Client, host: Any, tickets: Any) -> None:
-    # spec: E7, C4 — the contract's arguments are checked against the input schema.
+    # spec: §2.15, §2.12 — the contract's arguments are checked against the input schema.
     agent, key = agent_with(host, ["ticket.escalate"])
     token = agent_token(agent, key, audience=ESCALATE_URL)
     extra = {"capability": "ticket.escalate", "arguments": {"ticket_id": "1", "note": "x"}}
@@ -509,7 +509,7 @@ def test_location_validates_the_input_schema(client: Client, host: Any, tickets:
 
 
 def test_location_refuses_another_capability(client: Client, host: Any, tickets: Any) -> None:
-    # spec: E2 — this location serves ticket.escalate only.
+    # spec: §5.12 — this location serves ticket.escalate only.
     agent, key = agent_with(host, ["ticket.escalate", "ticket.read"])
     token = agent_token(agent, key, audience=ESCALATE_URL)
     body = {"capability": "ticket.read", "arguments": {"ticket_id": "1"}}
@@ -533,7 +533,7 @@ def test_location_query_cannot_contradict_the_arguments(
 
 
 def test_location_needs_the_grant(client: Client, host: Any, tickets: Any) -> None:
-    # spec: E4
+    # spec: §2.15
     agent, key = agent_with(host, ["ticket.read"])
     response = escalate(client, agent_token(agent, key, audience=ESCALATE_URL), ESCALATE)
     assert_error(response, 403, "capability_not_granted")
@@ -542,7 +542,7 @@ def test_location_needs_the_grant(client: Client, host: Any, tickets: Any) -> No
 def test_default_location_points_to_the_capability_location(
     client: Client, host: Any, tickets: Any
 ) -> None:
-    # spec: E1 — a capability with its own location is not run at the default location.
+    # spec: §2.15 — a capability with its own location is not run at the default location.
     agent, key = agent_with(host, ["ticket.escalate"])
     response = client.post(
         "/api/auth/capability/execute",
@@ -580,7 +580,7 @@ def located_capability() -> Any:
 def test_default_location_never_runs_a_located_handler(
     client: Client, host: Any, located_capability: Any
 ) -> None:
-    # spec: E1 — even with a handler at hand, the default location sends the agent away.
+    # spec: §2.15 — even with a handler at hand, the default location sends the agent away.
     cap, calls = located_capability
     agent, key = agent_with(host, [cap.name])
     response = client.post(
@@ -595,7 +595,7 @@ def test_default_location_never_runs_a_located_handler(
 
 
 def test_location_token_is_introspectable(client: Client, host: Any) -> None:
-    # spec: I2; checklist Q2 — a resource server at the location can introspect its tokens.
+    # spec: §4.5, §5.12 — a resource server at the location can introspect its tokens.
     agent, key = agent_with(host, ["ticket.escalate"])
     token = agent_token(agent, key, audience=ESCALATE_URL)
     response = client.post(

@@ -1,4 +1,4 @@
-"""POST /agent/introspect (spec §5.12; checklist I1-I6, Q2, Q3, Q14, S49)."""
+"""POST /agent/introspect (spec §5.12, §4.5, §4.6, §2.4)."""
 
 from __future__ import annotations
 
@@ -34,9 +34,9 @@ def introspect(api: Api, token: Any, **kw: Any) -> Any:
 
 
 def test_introspected_token_still_executes(api: Api, agent: Any) -> None:
-    # checklist Q3 — introspection does not record the jti, so the token is still unspent.
+    # §4.6 — introspection does not record the jti, so the token is still unspent.
     a, key = agent
-    token = agent_token(a, key)  # aud = issuer, which the default location accepts (Q1)
+    token = agent_token(a, key)  # aud = issuer, which the default location accepts (§4.3)
     assert introspect(api, token).body["active"] is True
     body = {"capability": "check_balance", "arguments": {"account_id": "acc_1"}}
     executed = api.post("/capability/execute", body, token=token)
@@ -46,7 +46,7 @@ def test_introspected_token_still_executes(api: Api, agent: Any) -> None:
 
 
 def test_spent_token_still_introspects(api: Api, agent: Any) -> None:
-    # checklist Q3 — read-only: resource servers run their own replay checks.
+    # §4.6 — read-only: resource servers run their own replay checks.
     a, key = agent
     token = agent_token(a, key, audience=EXECUTE)
     body = {"capability": "check_balance", "arguments": {"account_id": "acc_1"}}
@@ -55,7 +55,7 @@ def test_spent_token_still_introspects(api: Api, agent: Any) -> None:
 
 
 def test_introspection_does_not_slide_the_session(api: Api, agent: Any) -> None:
-    # checklist Q14 — only the agent's own requests extend its session.
+    # §2.4 — only the agent's own requests extend its session.
     a, key = agent
     assert introspect(api, agent_token(a, key)).body["active"] is True
     a.refresh_from_db()
@@ -82,7 +82,7 @@ def forged_tokens(agent: Agent, key: Keypair) -> list[str]:
 
 
 def test_every_invalid_token_is_just_inactive(api: Api, agent: Any) -> None:
-    # spec: I3 — no reason, no identifiers.
+    # spec: §5.12 — no reason, no identifiers.
     a, key = agent
     for token in forged_tokens(a, key):
         reply = introspect(api, token)
@@ -103,7 +103,7 @@ def test_every_invalid_token_is_just_inactive(api: Api, agent: Any) -> None:
     ],
 )
 def test_inactive_agents_and_hosts(api: Api, agent: Any, change: dict[str, Any]) -> None:
-    # spec: I3 — active only if the agent (and its host) are active.
+    # spec: §5.12 — active only if the agent (and its host) are active.
     a, key = agent
     if "agent" in change:
         Agent.objects.filter(pk=a.pk).update(**change["agent"])
@@ -123,7 +123,7 @@ def test_revoked_by_the_lifecycle(api: Api, agent: Any) -> None:
 
 
 def test_only_effective_grants_are_listed(api: Api, agent: Any) -> None:
-    # checklist I6 — pending, denied, revoked and lapsed grants are not shown.
+    # §5.12 — pending, denied, revoked and lapsed grants are not shown.
     a, key = agent
     CapabilityGrant.objects.create(agent=a, capability="transfer", status="pending")
     CapabilityGrant.objects.create(agent=a, capability="close_account", status="denied")
@@ -136,7 +136,7 @@ def test_only_effective_grants_are_listed(api: Api, agent: Any) -> None:
 
 
 def test_claim_narrows_but_never_adds(api: Api, agent: Any) -> None:
-    # spec: I4 — the JWT's capabilities claim filters the grants; it grants nothing.
+    # spec: §5.12 — the JWT's capabilities claim filters the grants; it grants nothing.
     a, key = agent
     token = agent_token(a, key, capabilities=["read_only_note", "transfer"])
     body = introspect(api, token).body
@@ -147,7 +147,7 @@ def test_claim_narrows_but_never_adds(api: Api, agent: Any) -> None:
 
 
 def test_autonomous_agent_has_no_user(api: Api) -> None:
-    # spec: I4 — user_id only when the host is linked.
+    # spec: §5.12 — user_id only when the host is linked.
     host, _ = make_host()
     a, key = make_agent(host, mode=AgentMode.AUTONOMOUS, grants=["check_balance"])
     body = introspect(api, agent_token(a, key)).body
@@ -156,7 +156,7 @@ def test_autonomous_agent_has_no_user(api: Api) -> None:
 
 
 def test_expires_at_is_the_session_expiry(api: Api, agent: Any) -> None:
-    # spec: I4 — ISO 8601, the agent's current session end.
+    # spec: §5.12 — ISO 8601, the agent's current session end.
     a, key = agent
     body = introspect(api, agent_token(a, key)).body
     a.refresh_from_db()
@@ -165,7 +165,7 @@ def test_expires_at_is_the_session_expiry(api: Api, agent: Any) -> None:
 
 
 def test_capability_location_audience_is_accepted(api: Api, agent: Any) -> None:
-    # checklist Q2 — a resource server introspects tokens made for its location; a location
+    # §5.12 — a resource server introspects tokens made for its location; a location
     # that is no capability's is not accepted.
     a, key = agent
     good = agent_token(a, key, audience="http://testserver/support/escalate")
@@ -181,13 +181,13 @@ def test_capability_location_audience_is_accepted(api: Api, agent: Any) -> None:
     "body", [{"token": ""}, {"token": 5}, {"token": ["x"]}, {"token": "x", "hint": "agent"}]
 )
 def test_malformed_requests(api: Api, body: Any) -> None:
-    # spec: I1
+    # spec: §5.12
     reply = api.post("/agent/introspect", body, token=INTROSPECTION_SECRET)
     assert_error(reply, 400, "invalid_request")
 
 
 def test_form_encoding_is_refused(client: Any) -> None:
-    # spec: I1 — JSON body, unlike RFC 7662.
+    # spec: §5.12 — JSON body, unlike RFC 7662.
     response = client.post(
         "/api/auth/agent/introspect",
         data="token=abc",
@@ -198,7 +198,7 @@ def test_form_encoding_is_refused(client: Any) -> None:
 
 
 def test_secret_is_checked_before_the_token(agent: Any, client: Any, settings: Any) -> None:
-    # spec: I5 — without the secret nothing about the token is revealed, not even "inactive".
+    # spec: §5.12 — without the secret nothing about the token is revealed, not even "inactive".
     settings.AGENTAUTH_INTROSPECTION_TOKENS = ["first", "second"]
     a, key = agent
 
@@ -220,7 +220,7 @@ def test_secret_is_checked_before_the_token(agent: Any, client: Any, settings: A
 
 
 def test_rate_limit_is_per_client_and_says_when(client: Any, settings: Any) -> None:
-    # spec: I5, S49
+    # spec: §5.12
     cache.clear()
     settings.AGENTAUTH_RATE_LIMITS = {"introspect": "1/minute"}
 
@@ -294,7 +294,7 @@ def linked_agent(user: Any) -> Any:
 
 
 def test_introspect_active(api: Api, linked_agent: Any, user: Any) -> None:
-    # spec: I3, I4, GR5
+    # spec: §5.12, §5.3
     agent, key = linked_agent
     reply = introspect(api, agent_token(agent, key))
     assert reply.status == 200
@@ -319,7 +319,7 @@ def test_introspect_narrows_to_the_claim(api: Api, user: Any) -> None:
 
 
 def test_introspection_does_not_spend_the_token(api: Api, linked_agent: Any) -> None:
-    # checklist Q3
+    # §4.6
     agent, key = linked_agent
     token = agent_token(agent, key)
     assert introspect(api, token).body["active"] is True
@@ -329,14 +329,14 @@ def test_introspection_does_not_spend_the_token(api: Api, linked_agent: Any) -> 
 
 
 def test_location_audience_is_introspectable(api: Api, linked_agent: Any) -> None:
-    # checklist Q2 — tokens made for a capability's location.
+    # §5.12 — tokens made for a capability's location.
     agent, key = linked_agent
     token = agent_token(agent, key, audience="http://testserver/support/escalate")
     assert introspect(api, token).body["active"] is True
 
 
 def test_invalid_tokens_are_simply_inactive(api: Api, linked_agent: Any) -> None:
-    # spec: I3
+    # spec: §5.12
     agent, key = linked_agent
     tokens = [
         "garbage",
@@ -356,7 +356,7 @@ def test_introspect_needs_a_token(api: Api) -> None:
 
 
 def test_introspection_secret(linked_agent: Any, client: Any, settings: Any) -> None:
-    # spec: I5 — server-to-server authentication, compared in constant time.
+    # spec: §5.12 — server-to-server authentication, compared in constant time.
     settings.AGENTAUTH_INTROSPECTION_TOKENS = ["s3cret"]
     agent, key = linked_agent
 
@@ -377,7 +377,7 @@ def test_introspection_secret(linked_agent: Any, client: Any, settings: Any) -> 
 
 
 def test_introspection_is_rate_limited(api: Api, settings: Any) -> None:
-    # spec: I5, S49
+    # spec: §5.12
     cache.clear()
     settings.AGENTAUTH_RATE_LIMITS = {"introspect": "2/minute"}
     introspect(api, "x")

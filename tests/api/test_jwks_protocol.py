@@ -50,7 +50,7 @@ class World:
 
 @pytest.fixture
 def world(srv: JwksServer, settings: Any) -> World:  # noqa: F811
-    # Autonomous auto-approval activates a new host and its agent at once (checklist Q5).
+    # Autonomous auto-approval activates a new host and its agent at once (§2.8).
     settings.AGENTAUTH_AUTONOMOUS_AUTO_APPROVE = ["check_balance"]
     return World(srv)
 

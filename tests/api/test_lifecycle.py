@@ -1,5 +1,5 @@
-"""Agent and host lifecycle (spec §2.3-§2.11, §5.6, §5.8, §5.9; checklist L1-L16, RA1-RA10,
-KR1-KR6, HK1-HK7, H5, H7, Q9, Q10, Q13-Q15, Q38, Q39, Q50, Q51)."""
+"""Agent and host lifecycle (spec §2.3-§2.11, §5.6, §5.8, §5.9, §3.2, §8.8, §2.5, §5.5, §4.2, §2.7,
+§3.3, §2.4, §8.7, §2.10)."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def code_of(call: Any) -> str:
 
 
 def test_session_ttl_slides_with_use_and_expires_when_idle(settings: Any, user: Any) -> None:
-    # spec: L5, L7; checklist Q14
+    # spec: §8.8, §2.4
     settings.AGENTAUTH_SESSION_TTL = 600
     settings.AGENTAUTH_MAX_LIFETIME = None
     host, _ = make_host(user=user)
@@ -72,7 +72,7 @@ def test_session_ttl_slides_with_use_and_expires_when_idle(settings: Any, user: 
 
 
 def test_max_lifetime_despite_activity(settings: Any, user: Any) -> None:
-    # spec: L5 — counted from activation, whatever the activity.
+    # spec: §8.8 — counted from activation, whatever the activity.
     settings.AGENTAUTH_SESSION_TTL = 3600
     settings.AGENTAUTH_MAX_LIFETIME = 7200
     host, _ = make_host(user=user)
@@ -85,7 +85,7 @@ def test_max_lifetime_despite_activity(settings: Any, user: Any) -> None:
 
 
 def test_expires_at_is_the_nearest_deadline(settings: Any, user: Any, api: Api) -> None:
-    # checklist L8, Q13
+    # §2.4
     settings.AGENTAUTH_SESSION_TTL = 600
     settings.AGENTAUTH_MAX_LIFETIME = 300
     host, key = make_host(user=user)
@@ -96,7 +96,7 @@ def test_expires_at_is_the_nearest_deadline(settings: Any, user: Any, api: Api) 
 
 
 def test_absolute_lifetime_revokes_for_good(settings: Any, user: Any, api: Api) -> None:
-    # spec: L5, RA4; checklist Q15
+    # spec: §8.8, §2.5, §2.4
     settings.AGENTAUTH_ABSOLUTE_LIFETIME = 86400
     host, host_key = make_host(user=user)
     agent, key = make_agent(host)
@@ -114,7 +114,7 @@ def short_for_autonomous(agent: Agent) -> dict[str, int]:
 
 
 def test_per_agent_clock_hook(settings: Any) -> None:
-    # spec: L5 — clocks MAY vary per agent.
+    # spec: §8.8 — clocks MAY vary per agent.
     settings.AGENTAUTH_AGENT_CLOCKS = "tests.api.test_lifecycle.short_for_autonomous"
     host, _ = make_host()
     robot, robot_key = make_agent(host, mode="autonomous")
@@ -129,7 +129,7 @@ def grant_ttl(capability: str, agent: Agent) -> int | None:
 
 
 def test_grant_ttl_hook(settings: Any, user: Any, api: Api) -> None:
-    # spec §3.3 expires_at; checklist GR7
+    # spec §3.3 expires_at, §3.3
     settings.AGENTAUTH_GRANT_TTL = "tests.api.test_lifecycle.grant_ttl"
     host, _ = make_host(user=user)
     agent, key = make_agent(host, status=AgentStatus.PENDING)
@@ -156,7 +156,7 @@ def expired(user: Any) -> Any:
 
 
 def test_reactivate_drops_escalations_and_regrants_defaults(api: Api, expired: Any) -> None:
-    # spec: RA5-RA10; checklist Q9, Q10
+    # spec: §5.6, §2.5, §5.5, §3.3
     agent, key, host_key = expired
     before = Agent.objects.get(pk=agent.pk).absolute_expires_at
     reply = api.post("/agent/reactivate", {"agent_id": agent.pk}, token=host_token(host_key))
@@ -191,7 +191,7 @@ def test_reactivating_an_active_agent_is_a_no_op(api: Api, user: Any) -> None:
     ],
 )
 def test_reactivate_refusals(api: Api, user: Any, status: str, code: str) -> None:
-    # spec: RA3
+    # spec: §5.6
     host, host_key = make_host(user=user)
     agent, _ = make_agent(host, status=status)
     reply = api.post("/agent/reactivate", {"agent_id": agent.pk}, token=host_token(host_key))
@@ -220,7 +220,7 @@ def _expire(agent_id: str) -> None:
 def test_dynamic_host_starts_with_the_default_set_but_is_granted_nothing(
     api: Api, settings: Any
 ) -> None:
-    # §2.8: a dynamically registered host has "a set of default capabilities"; §8.10: a
+    # §2.8: a dynamically registered host has "a set of default capabilities", §8.10: a
     # self-attested host is granted nothing until approval completes.
     settings.AGENTAUTH_DEFAULT_HOST_CAPABILITIES = ["check_balance", "transfer"]
     host_key = Keypair.generate()
@@ -315,7 +315,7 @@ def test_unknown_default_host_capability_is_a_system_check_error(settings: Any) 
 
 
 def test_agent_key_rotation(api: Api, user: Any) -> None:
-    # spec: KR1-KR4, S13
+    # spec: §5.8
     host, host_key = make_host(user=user)
     agent, old = make_agent(host, grants=["check_balance"])
     new = Keypair.generate()
@@ -348,7 +348,7 @@ def test_agent_key_rotation_refusals(api: Api, user: Any, jwk: Any, status: int,
 
 
 def test_agent_key_of_a_sibling_is_refused(api: Api, user: Any) -> None:
-    # checklist Q50
+    # §5.8
     host, host_key = make_host(user=user)
     agent, _ = make_agent(host)
     _, sibling_key = make_agent(host)
@@ -361,7 +361,7 @@ def test_agent_key_of_a_sibling_is_refused(api: Api, user: Any) -> None:
 
 
 def test_host_key_rotation(api: Api, user: Any, settings: Any) -> None:
-    # spec: HK1-HK7, S13; checklist Q38
+    # spec: §5.9, §4.2, §5.8, §8.7
     settings.AGENTAUTH_HOST_ROTATION_GRACE = 60
     host, old = make_host(user=user)
     agent, agent_key = make_agent(host, grants=["check_balance"])
@@ -381,7 +381,7 @@ def test_host_key_rotation(api: Api, user: Any, settings: Any) -> None:
 
 
 def test_host_key_already_in_use(api: Api) -> None:
-    # checklist Q51
+    # §5.9
     _, key = make_host()
     _, other = make_host()
     reply = api.post("/host/rotate-key", {"public_key": other.public_jwk}, token=host_token(key))
@@ -392,7 +392,7 @@ def test_host_key_already_in_use(api: Api) -> None:
 
 
 def test_unlink_revokes_delegated_agents_only(user: Any) -> None:
-    # spec: H5
+    # spec: §2.7
     host, _ = make_host(user=user)
     delegated, _ = make_agent(host)
     Host.objects.filter(pk=host.pk).update(user=None)
@@ -407,7 +407,7 @@ def test_unlink_revokes_delegated_agents_only(user: Any) -> None:
 
 
 def test_deleting_a_user_revokes_their_hosts_and_agents(user: Any) -> None:
-    # spec: §2.6, H7, S15
+    # spec: §2.6, §2.7
     host, _ = make_host(user=user)
     agent, key = make_agent(host)
     user.delete()
@@ -418,7 +418,7 @@ def test_deleting_a_user_revokes_their_hosts_and_agents(user: Any) -> None:
 
 
 def test_claiming_takes_non_terminal_autonomous_agents(user: Any, settings: Any) -> None:
-    # spec: L13, L16; checklist Q39
+    # spec: §2.10
     host, _ = make_host()
     active, active_key = make_agent(host, mode="autonomous", grants=["check_balance"])
     lapsed, _ = make_agent(host, mode="autonomous", status=AgentStatus.EXPIRED)

@@ -1,4 +1,4 @@
-"""Rate limits (spec §8.13; checklist S44-S48, R24)."""
+"""Rate limits (spec §8.13, §8)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def _fresh_counters() -> Any:
 
 
 def test_unknown_host_registration_is_limited_per_ip(api: Api, settings: Any) -> None:
-    # spec: R24, S48, S46
+    # spec: §8.13, §8
     settings.AGENTAUTH_RATE_LIMITS = {"register_unknown_host": "3/hour", "ip": None}
     for _ in range(3):
         assert api.register(Keypair.generate()).status == 200
@@ -40,7 +40,7 @@ def test_known_hosts_are_not_counted_as_unknown(api: Api, settings: Any) -> None
 
 
 def test_per_ip_limit_on_discovery(client: Any, settings: Any) -> None:
-    # spec: S45 (per IP, unauthenticated endpoints)
+    # spec: §8 (per IP, unauthenticated endpoints)
     settings.AGENTAUTH_RATE_LIMITS = {"ip": "2/minute"}
     assert client.get("/.well-known/agent-configuration").status_code == 200
     assert client.get("/.well-known/agent-configuration").status_code == 200
@@ -51,7 +51,7 @@ def test_per_ip_limit_on_discovery(client: Any, settings: Any) -> None:
 
 
 def test_per_host_limit(api: Api, settings: Any) -> None:
-    # spec: S45 (per host)
+    # spec: §8 (per host)
     settings.AGENTAUTH_RATE_LIMITS = {"host": "2/minute"}
     host, key = make_host()
     agent, _ = make_agent(host)

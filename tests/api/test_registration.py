@@ -28,7 +28,7 @@ USER_CODE = re.compile(r"^[BCDFGHJKLMNPQRSTVWXZ]{4}-[BCDFGHJKLMNPQRSTVWXZ]{4}$")
 def test_dynamic_delegated_registration_is_pending_with_device_approval(
     api: Api, host_key: Keypair
 ) -> None:
-    # spec: R14, R15, AP3, AP4
+    # spec: §7, §2.8
     reply = api.register(
         host_key,
         body={"name": "Ticket bot", "host_name": "CI runner", "capabilities": ["check_balance"]},
@@ -47,7 +47,7 @@ def test_dynamic_delegated_registration_is_pending_with_device_approval(
     assert approval["verification_uri_complete"].endswith("?code=" + approval["user_code"])
     assert 0 < approval["expires_in"] <= 300 and approval["interval"] == 5
     host = Host.objects.get(pk=body["host_id"])
-    # spec: R15, S23 — a dynamically registered host is untrusted until a person approves.
+    # spec: §2.8, §8.10 — a dynamically registered host is untrusted until a person approves.
     assert host.status == HostStatus.PENDING and host.user_id is None
     assert host.thumbprint == host_key.thumbprint and host.name == "CI runner"
     # The user code is stored only as a hash.
@@ -57,7 +57,7 @@ def test_dynamic_delegated_registration_is_pending_with_device_approval(
 
 
 def test_registration_without_capabilities_has_no_grants(api: Api, host_key: Keypair) -> None:
-    # spec: R7
+    # spec: §5.4
     reply = api.register(host_key)
     assert reply.status == 200
     assert reply.body["agent_capability_grants"] == []
@@ -65,7 +65,7 @@ def test_registration_without_capabilities_has_no_grants(api: Api, host_key: Key
 
 
 def test_dynamic_registration_iss_must_be_key_thumbprint(api: Api, host_key: Keypair) -> None:
-    # spec: R15, S17
+    # spec: §2.8, §4.2
     reply = api.register(host_key, extra_claims={"iss": Keypair.generate().thumbprint})
     assert_error(reply, 401, "invalid_jwt")
     assert not Host.objects.exists()
@@ -78,7 +78,7 @@ def test_dynamic_registration_can_be_disabled(api: Api, host_key: Keypair, setti
 
 
 def test_agent_key_is_required(api: Api, host_key: Keypair) -> None:
-    # spec: R1
+    # spec: §5.3
     from agentauth.testing import host_token
 
     reply = api.post("/agent/register", {"name": "x"}, token=host_token(host_key))
@@ -97,7 +97,7 @@ def test_agent_key_is_required(api: Api, host_key: Keypair) -> None:
     ],
 )
 def test_agent_key_must_be_ed25519(api: Api, host_key: Keypair, jwk: Any, code: str) -> None:
-    # spec: R4, J1, Q21
+    # spec: §5.3, §4.1, §5.13
     from agentauth.testing import host_token
 
     token = host_token(host_key, extra_claims={"agent_public_key": jwk})
@@ -105,7 +105,7 @@ def test_agent_key_must_be_ed25519(api: Api, host_key: Keypair, jwk: Any, code: 
 
 
 def test_agent_private_key_material_is_refused(api: Api, host_key: Keypair) -> None:
-    # spec: J2, S1
+    # spec: §4.1
     from agentauth.testing import host_token
 
     agent = Keypair.generate()
@@ -136,7 +136,7 @@ def test_agent_key_must_differ_from_host_key(api: Api, host_key: Keypair) -> Non
     ],
 )
 def test_malformed_bodies_are_invalid_request(api: Api, host_key: Keypair, body: Any) -> None:
-    # spec: R5, ER4
+    # spec: §5.3, §5.13
     assert_error(api.register(host_key, body=body), 400, "invalid_request")
     assert not Agent.objects.exists()
 
@@ -148,7 +148,7 @@ def test_unknown_fields_are_named(api: Api, host_key: Keypair) -> None:
 
 
 def test_display_text_is_sanitised(api: Api, host_key: Keypair) -> None:
-    # spec: S20 — markup and control characters never reach storage or screens.
+    # spec: §8 — markup and control characters never reach storage or screens.
     reply = api.register(
         host_key,
         body={"name": "<script>alert(1)</script>Helper\u202e\x07 bot", "host_name": "<i>Mac</i>"},
@@ -159,7 +159,7 @@ def test_display_text_is_sanitised(api: Api, host_key: Keypair) -> None:
 
 
 def test_unknown_capabilities_are_listed(api: Api, host_key: Keypair) -> None:
-    # spec: R8, ER7
+    # spec: §5.13
     reply = api.register(
         host_key,
         body={"name": "x", "capabilities": ["check_balance", "nonexistent_cap", "also_not_real"]},
@@ -169,7 +169,7 @@ def test_unknown_capabilities_are_listed(api: Api, host_key: Keypair) -> None:
 
 
 def test_unknown_constraint_operators_are_listed(api: Api, host_key: Keypair) -> None:
-    # spec: R9, CN7, S54
+    # spec: §2.13
     reply = api.register(
         host_key,
         body={
@@ -196,27 +196,27 @@ def test_unknown_constraint_operators_are_listed(api: Api, host_key: Keypair) ->
     ],
 )
 def test_bad_constraint_values_fail_closed(api: Api, host_key: Keypair, constraints: Any) -> None:
-    # spec: CN1, CN10, CN11, Q28
+    # spec: §2.13
     body = {"name": "x", "capabilities": [{"name": "transfer", "constraints": constraints}]}
     assert_error(api.register(host_key, body=body), 400, "invalid_request")
 
 
 @pytest.mark.parametrize("mode", ["robot", 5, None])
 def test_unknown_mode_is_unsupported(api: Api, host_key: Keypair, mode: Any) -> None:
-    # spec: R10, S58
+    # spec: §2.2.2
     body: dict[str, Any] = {"name": "x", "mode": mode}
     assert_error(api.register(host_key, body=body), 400, "unsupported_mode")
 
 
 def test_mode_not_offered_is_unsupported(api: Api, host_key: Keypair, settings: Any) -> None:
-    # spec: R10, S58
+    # spec: §2.2.2
     settings.AGENTAUTH_MODES = ["delegated"]
     body = {"name": "x", "mode": "autonomous"}
     assert_error(api.register(host_key, body=body), 400, "unsupported_mode")
 
 
 def test_pending_retry_is_idempotent_with_a_fresh_code(api: Api, host_key: Keypair) -> None:
-    # spec: R13, AP9
+    # spec: §5.3, §7.1
     agent_key = Keypair.generate()
     first = api.register(host_key, agent_key, body={"name": "x", "capabilities": ["check_balance"]})
     second = api.register(
@@ -242,14 +242,14 @@ def test_pending_retry_is_idempotent_with_a_fresh_code(api: Api, host_key: Keypa
     ],
 )
 def test_non_pending_agent_with_same_key_conflicts(api: Api, status: str) -> None:
-    # spec: R13, Q12, L4
+    # spec: §5.3, §2.3
     host, host_key = make_host()
     _, agent_key = make_agent(host, status=status)
     assert_error(api.register(host_key, agent_key), 409, "agent_exists")
 
 
 def test_same_agent_key_under_two_hosts_is_two_agents(api: Api) -> None:
-    # Checklist Q65: registration keys are host-scoped.
+    # Spec §5.3: registration keys are host-scoped.
     agent_key = Keypair.generate()
     a = api.register(Keypair.generate(), agent_key)
     b = api.register(Keypair.generate(), agent_key)
@@ -258,20 +258,20 @@ def test_same_agent_key_under_two_hosts_is_two_agents(api: Api) -> None:
 
 
 def test_revoked_host_cannot_register(api: Api) -> None:
-    # spec: R17, HR5
+    # spec: §2.11, §5.10
     _, key = make_host(status=HostStatus.REVOKED)
     assert_error(api.register(key), 403, "host_revoked")
     assert not Agent.objects.exists()
 
 
 def test_rejected_host_cannot_register(api: Api) -> None:
-    # spec: R17, Q20
+    # spec: §2.11, §5.13
     _, key = make_host(status=HostStatus.REJECTED)
     assert_error(api.register(key), 403, "host_rejected")
 
 
 def test_pending_host_agents_stay_pending(api: Api, user: Any) -> None:
-    # spec: R16
+    # spec: §2.11
     _, key = make_host(status=HostStatus.PENDING, default_capabilities=["check_balance"])
     reply = api.register(key, body={"name": "x", "capabilities": ["check_balance"]})
     assert reply.body["status"] == "pending"
@@ -279,7 +279,7 @@ def test_pending_host_agents_stay_pending(api: Api, user: Any) -> None:
 
 
 def test_linked_host_auto_approves_low_risk_defaults_only(api: Api, user: Any) -> None:
-    # spec: R18, S24, Q6, Q7
+    # spec: §1.5, §8.10, §5.3
     _, key = make_host(user=user, default_capabilities=["check_balance", "close_account"])
     reply = api.register(
         key,
@@ -292,7 +292,7 @@ def test_linked_host_auto_approves_low_risk_defaults_only(api: Api, user: Any) -
     assert grants["check_balance"]["status"] == "active"
     assert grants["check_balance"]["description"] == "Check the balance of a bank account"
     assert grants["check_balance"]["input"]["required"] == ["account_id"]
-    # A default whose approval strength is not "none" still needs a person (S24).
+    # A default whose approval strength is not "none" still needs a person (§8.10).
     assert grants["close_account"] == {"capability": "close_account", "status": "pending"}
     assert grants["transfer"] == {"capability": "transfer", "status": "pending"}
     assert body["approval"]["method"] == "device_authorization"
@@ -318,7 +318,7 @@ def test_force_approval_disables_auto_approval(api: Api, user: Any) -> None:
 
 
 def test_active_grants_carry_effective_constraints(api: Api, user: Any) -> None:
-    # spec: R25, GR2
+    # spec: §2.13, §5.3
     _, key = make_host(user=user, default_capabilities=["check_balance"])
     reply = api.register(
         key,
@@ -332,7 +332,7 @@ def test_active_grants_carry_effective_constraints(api: Api, user: Any) -> None:
 
 
 def test_autonomous_waits_for_an_administrator_by_default(api: Api, host_key: Keypair) -> None:
-    # spec: R20; checklist Q5
+    # spec: §2.2.2, §2.8
     reply = api.register(
         host_key, body={"name": "x", "mode": "autonomous", "capabilities": ["check_balance"]}
     )
@@ -341,7 +341,7 @@ def test_autonomous_waits_for_an_administrator_by_default(api: Api, host_key: Ke
 
 
 def test_autonomous_policy_activates_unlinked(api: Api, host_key: Keypair, settings: Any) -> None:
-    # spec: R20; checklist Q5
+    # spec: §2.2.2, §2.8
     settings.AGENTAUTH_AUTONOMOUS_AUTO_APPROVE = ["check_balance", "transfer"]
     reply = api.register(
         host_key,
@@ -358,7 +358,7 @@ def test_autonomous_policy_activates_unlinked(api: Api, host_key: Keypair, setti
 
 
 def test_autonomous_under_linked_host_is_refused(api: Api, user: Any) -> None:
-    # Checklist Q40.
+    # Spec §2.2.2.
     _, key = make_host(user=user)
     assert_error(
         api.register(key, body={"name": "x", "mode": "autonomous"}), 400, "unsupported_mode"
@@ -368,7 +368,7 @@ def test_autonomous_under_linked_host_is_refused(api: Api, user: Any) -> None:
 def test_approving_delegated_links_host_and_claims_autonomous(
     api: Api, host_key: Keypair, user: Any, settings: Any
 ) -> None:
-    # spec: R19, H4, L13, L16
+    # spec: §2.9, §2.7, §2.10
     settings.AGENTAUTH_AUTONOMOUS_AUTO_APPROVE = ["check_balance"]
     auto = api.register(
         host_key, body={"name": "auto", "mode": "autonomous", "capabilities": ["check_balance"]}
@@ -388,7 +388,7 @@ def test_approving_delegated_links_host_and_claims_autonomous(
 
 
 def test_partial_approval(api: Api, host_key: Keypair, user: Any) -> None:
-    # spec: R21, GR4, AP23
+    # spec: §5.3, §7
     reply = api.register(
         host_key, body={"name": "x", "capabilities": ["check_balance", "transfer"]}
     )
@@ -407,7 +407,7 @@ def test_partial_approval(api: Api, host_key: Keypair, user: Any) -> None:
 def test_denying_the_connection_rejects_agent_and_new_host(
     api: Api, host_key: Keypair, user: Any
 ) -> None:
-    # spec: R22, AP10, H2; checklist Q8
+    # spec: §7.1, §2.7
     first = api.register(host_key, body={"name": "x", "capabilities": ["check_balance"]})
     second = api.register(host_key, body={"name": "y"})
     operator_decides(Agent.objects.get(pk=first.body["agent_id"]), user, reject=True)
@@ -462,7 +462,7 @@ def test_only_the_linked_user_approves_a_linked_hosts_agent(
 
 
 def test_registration_is_audited(api: Api, host_key: Keypair) -> None:
-    # spec: O7
+    # spec: §11
     reply = api.register(host_key, body={"name": "x"})
     kinds = set(AuditEvent.objects.values_list("kind", flat=True))
     assert {"host.created", "agent.registered"} <= kinds
@@ -478,7 +478,7 @@ def test_registration_is_audited(api: Api, host_key: Keypair) -> None:
     ],
 )
 def test_agent_jwk_members_are_checked(api: Api, host_key: Keypair, extra: Any, code: str) -> None:
-    # spec: J2, R4 — a key never carries data the server would silently drop.
+    # spec: §4.1, §5.3 — a key never carries data the server would silently drop.
     from agentauth.testing import host_token
 
     jwk = {**Keypair.generate().public_jwk, **extra}

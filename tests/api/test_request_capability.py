@@ -1,4 +1,4 @@
-"""POST /agent/request-capability (spec §5.4; checklist RC1-RC9, Q29, CN8, S20)."""
+"""POST /agent/request-capability (spec §5.4, §4.3, §2.3, §5.3, §8)."""
 
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def test_default_but_not_none_strength_needs_a_person(api: Api, user: Any) -> No
 
 
 def test_unlinked_host_defaults_are_not_auto_approved(api: Api) -> None:
-    # checklist Q5 — a delegated agent on an unlinked host has nobody behind its defaults.
+    # §2.8 — a delegated agent on an unlinked host has nobody behind its defaults.
     host, _ = make_host(default_capabilities=["read_only_note"])
     agent = make_agent(host)
     reply = ask(api, agent, {"capabilities": ["read_only_note"]})
@@ -71,7 +71,7 @@ def test_unlinked_host_defaults_are_not_auto_approved(api: Api) -> None:
 
 
 def test_auto_approved_grant_is_effective_at_once(api: Api, linked: Any) -> None:
-    # spec: RC5 — an active grant in the response is usable without further steps.
+    # spec: §5.4 — an active grant in the response is usable without further steps.
     reply = ask(api, linked, {"capabilities": ["read_only_note"]})
     [grant] = reply.body["agent_capability_grants"]
     assert grant["status"] == "active" and grant["description"]
@@ -85,11 +85,11 @@ def test_auto_approved_grant_is_effective_at_once(api: Api, linked: Any) -> None
     assert not ApprovalRequest.objects.exists()
 
 
-# --- Q29 cases -----------------------------------------------------------------------------------
+# --- §5.4 cases -----------------------------------------------------------------------------------
 
 
 def test_pending_duplicate_supersedes_the_old_code(api: Api, linked: Any) -> None:
-    # checklist Q29 — same pending row, fresh approval; only the newest user code works.
+    # §5.4 — same pending row, fresh approval; only the newest user code works.
     first = ask(api, linked, {"capabilities": ["transfer"], "reason": "pay rent"})
     second = ask(api, linked, {"capabilities": ["transfer"]})
     old_code, new_code = first.body["approval"]["user_code"], second.body["approval"]["user_code"]
@@ -98,7 +98,7 @@ def test_pending_duplicate_supersedes_the_old_code(api: Api, linked: Any) -> Non
     live = approvals.find_by_user_code(new_code)
     assert live is not None and [g.capability for g in live.grants.all()] == ["transfer"]
     assert rows("transfer") == [("pending", None)]
-    # The reason given first survives a re-request without one (RC7).
+    # The reason given first survives a re-request without one (§5.4).
     assert CapabilityGrant.objects.get(capability="transfer").reason == "pay rent"
 
 
@@ -109,7 +109,7 @@ def test_pending_duplicate_takes_the_newest_constraints(api: Api, linked: Any) -
 
 
 def test_denied_is_a_new_row_and_history_stays(api: Api, linked: Any, user: Any) -> None:
-    # checklist Q29 — a denied capability may be asked for again (new approval).
+    # §5.4 — a denied capability may be asked for again (new approval).
     ask(api, linked, {"capabilities": ["transfer"]})
     operator_decides(linked[0], user, approve=[])
     reply = ask(api, linked, {"capabilities": ["transfer"]})
@@ -123,7 +123,7 @@ def test_denied_is_a_new_row_and_history_stays(api: Api, linked: Any, user: Any)
 def test_new_constraints_keep_the_old_grant_until_approved(
     api: Api, linked: Any, user: Any
 ) -> None:
-    # checklist Q29 — the active grant keeps working while the new request waits; approval
+    # §5.4 — the active grant keeps working while the new request waits; approval
     # swaps it for the new one, and the new constraints are then enforced.
     a, key = linked
     location = ISSUER + "/capability/execute"
@@ -146,7 +146,7 @@ def test_new_constraints_keep_the_old_grant_until_approved(
 
 
 def test_same_constraints_as_the_active_grant_is_already_granted(api: Api, user: Any) -> None:
-    # spec: RC4 — equality is on the effective (server-intersected) constraints.
+    # spec: §5.4 — equality is on the effective (server-intersected) constraints.
     host, _ = make_host(user=user, default_capabilities=["capped_transfer"])
     agent = make_agent(host)
     assert ask(api, agent, {"capabilities": ["capped_transfer"]}).status == 200
@@ -157,7 +157,7 @@ def test_same_constraints_as_the_active_grant_is_already_granted(api: Api, user:
 
 
 def test_lapsed_grant_can_be_asked_for_again(api: Api, linked: Any) -> None:
-    # spec §3.3, GR7 — a grant past its expiry is not "already granted".
+    # spec §3.3 — a grant past its expiry is not "already granted".
     CapabilityGrant.objects.filter(capability="check_balance").update(
         expires_at=timezone.now() - timedelta(seconds=1)
     )
@@ -170,7 +170,7 @@ def test_lapsed_grant_can_be_asked_for_again(api: Api, linked: Any) -> None:
 
 
 def test_server_constraints_apply_to_pending_requests_too(api: Api, linked: Any, user: Any) -> None:
-    # spec §2.13, CN8 — asked without a limit, the grant still carries the server's cap.
+    # spec §2.13, §5.3 — asked without a limit, the grant still carries the server's cap.
     reply = ask(api, linked, {"capabilities": ["capped_transfer"]})
     assert reply.body["agent_capability_grants"][0]["status"] == "pending"
     operator_decides(linked[0], user)
@@ -193,7 +193,7 @@ def test_bad_constraints_are_refused(api: Api, linked: Any, constraints: Any) ->
 
 
 def test_error_bodies_list_the_offenders(api: Api, linked: Any) -> None:
-    # spec: RC3 — the arrays clients use to fix their request.
+    # spec: §5.4 — the arrays clients use to fix their request.
     reply = ask(api, linked, {"capabilities": ["nope", "transfer", "nada"]})
     assert_error(reply, 400, "invalid_capabilities")
     assert reply.body["invalid_capabilities"] == ["nope", "nada"]
@@ -216,7 +216,7 @@ def test_error_bodies_list_the_offenders(api: Api, linked: Any) -> None:
     ],
 )
 def test_malformed_requests(api: Api, linked: Any, body: Any) -> None:
-    # spec: RC2
+    # spec: §5.4
     assert_error(ask(api, linked, body), 400, "invalid_request")
 
 
@@ -232,14 +232,14 @@ def test_malformed_requests(api: Api, linked: Any, body: Any) -> None:
     ],
 )
 def test_inactive_agents_cannot_ask(api: Api, linked: Any, status: str, code: str) -> None:
-    # spec: RC1
+    # spec: §4.3
     type(linked[0]).objects.filter(pk=linked[0].pk).update(status=status)
     assert_error(ask(api, linked, {"capabilities": ["transfer"]}), 403, code)
     assert not CapabilityGrant.objects.filter(capability="transfer").exists()
 
 
 def test_audience_must_be_the_issuer(api: Api, linked: Any) -> None:
-    # spec: RC1 (§4.3)
+    # spec: §4.3 (§4.3)
     reply = ask(
         api, linked, {"capabilities": ["transfer"]}, audience=ISSUER + "/capability/execute"
     )
@@ -247,7 +247,7 @@ def test_audience_must_be_the_issuer(api: Api, linked: Any) -> None:
 
 
 def test_request_does_not_change_the_agent(api: Api, linked: Any) -> None:
-    # spec: RC6 — the agent stays active; its session slides (Q14).
+    # spec: §5.4 — the agent stays active; its session slides (§2.4).
     ask(api, linked, {"capabilities": ["transfer"]})
     agent = type(linked[0]).objects.get(pk=linked[0].pk)
     assert agent.status == AgentStatus.ACTIVE and agent.last_used_at is not None
@@ -257,7 +257,7 @@ def test_request_does_not_change_the_agent(api: Api, linked: Any) -> None:
 
 
 def test_reason_is_sanitised_and_stored(api: Api, linked: Any) -> None:
-    # spec: RC7, S20 — display text loses markup and control characters.
+    # spec: §5.4, §8 — display text loses markup and control characters.
     ask(api, linked, {"capabilities": ["transfer"], "reason": "<b>pay</b>\u202e the\n rent"})
     grant = CapabilityGrant.objects.get(capability="transfer")
     assert grant.reason == "pay the rent"
@@ -265,7 +265,7 @@ def test_reason_is_sanitised_and_stored(api: Api, linked: Any) -> None:
 
 
 def test_binding_message_reaches_the_approval(api: Api, linked: Any) -> None:
-    # spec: RC9
+    # spec: §5.4
     reply = ask(api, linked, {"capabilities": ["transfer"], "binding_message": "Order 4711"})
     assert reply.body["approval"]["binding_message"] == "Order 4711"
     assert reply.body["approval"]["expires_in"] > 0 and reply.body["approval"]["interval"] >= 1
@@ -274,7 +274,7 @@ def test_binding_message_reaches_the_approval(api: Api, linked: Any) -> None:
 def test_ciba_goes_to_the_linked_user(
     api: Api, linked: Any, user: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
-    # spec: RC9 — same negotiation as registration: CIBA reaches the linked user.
+    # spec: §5.4 — same negotiation as registration: CIBA reaches the linked user.
     with django_capture_on_commit_callbacks(execute=False):
         reply = ask(api, linked, {"capabilities": ["transfer"], "preferred_method": "ciba"})
     approval = reply.body["approval"]
@@ -332,40 +332,40 @@ def request(api: Api, agent: Any, body: Any) -> Any:
 
 
 def test_auto_approved_within_host_defaults(api: Api, linked_agent: Any) -> None:
-    # spec: RC5, RC6
+    # spec: §5.4
     reply = request(api, linked_agent, {"capabilities": ["read_only_note"], "reason": "notes"})
     assert reply.status == 200
     assert reply.body["agent_id"] == linked_agent[0].pk and "approval" not in reply.body
     [grant] = reply.body["agent_capability_grants"]
     assert grant["capability"] == "read_only_note" and grant["status"] == "active"
-    assert CapabilityGrant.objects.get(capability="read_only_note").reason == "notes"  # RC7
+    assert CapabilityGrant.objects.get(capability="read_only_note").reason == "notes"  # §5.4
 
 
 def test_outside_defaults_is_pending_with_approval(api: Api, linked_agent: Any) -> None:
-    # spec: RC5, RC8, RC9
+    # spec: §5.4
     reply = request(api, linked_agent, {"capabilities": ["transfer"]})
     assert reply.body["agent_capability_grants"] == [
         {"capability": "transfer", "status": "pending"}
     ]
     assert reply.body["approval"]["method"] == "device_authorization"
-    assert Agent.objects.get().status == AgentStatus.ACTIVE  # RC6
+    assert Agent.objects.get().status == AgentStatus.ACTIVE  # §5.4
 
 
 def test_all_already_granted(api: Api, linked_agent: Any) -> None:
-    # spec: RC4
+    # spec: §5.4
     assert_error(
         request(api, linked_agent, {"capabilities": ["check_balance"]}), 409, "already_granted"
     )
 
 
 def test_partial_overlap_processes_the_rest(api: Api, linked_agent: Any) -> None:
-    # checklist Q29
+    # §5.4
     reply = request(api, linked_agent, {"capabilities": ["check_balance", "transfer"]})
     assert [g["capability"] for g in reply.body["agent_capability_grants"]] == ["transfer"]
 
 
 def test_pending_duplicate_is_returned_again(api: Api, linked_agent: Any) -> None:
-    # checklist Q29
+    # §5.4
     first = request(api, linked_agent, {"capabilities": ["transfer"]})
     second = request(api, linked_agent, {"capabilities": ["transfer"]})
     assert second.body["agent_capability_grants"] == first.body["agent_capability_grants"]
@@ -383,7 +383,7 @@ def test_denied_can_be_requested_again(api: Api, linked_agent: Any, user: Any) -
 def test_new_constraints_replace_the_active_grant_on_approval(
     api: Api, linked_agent: Any, user: Any
 ) -> None:
-    # checklist Q29: one active grant per capability, always.
+    # §5.4: one active grant per capability, always.
     constrained = {"name": "check_balance", "constraints": {"account_id": "acc_9"}}
     reply = request(api, linked_agent, {"capabilities": [constrained]})
     assert reply.body["agent_capability_grants"][0]["status"] == "pending"
@@ -393,7 +393,7 @@ def test_new_constraints_replace_the_active_grant_on_approval(
 
 
 def test_server_imposed_constraints_intersect(api: Api, user: Any) -> None:
-    # spec §2.13: combined = tightest; checklist CN8, CN12
+    # spec §2.13: combined = tightest, §5.3, §2.13
     host, _ = make_host(user=user, default_capabilities=["capped_transfer"])
     agent = make_agent(host)
     wide = {"name": "capped_transfer", "constraints": {"amount": {"max": 50000}}}
@@ -420,12 +420,12 @@ def test_server_imposed_constraints_intersect(api: Api, user: Any) -> None:
     ],
 )
 def test_request_errors(api: Api, linked_agent: Any, body: Any, status: int, code: str) -> None:
-    # spec: RC2, RC3
+    # spec: §5.4
     assert_error(request(api, linked_agent, body), status, code)
 
 
 def test_pending_agent_cannot_request(api: Api, user: Any) -> None:
-    # spec: RC1
+    # spec: §4.3
     host, _ = make_host(user=user)
     agent = make_agent(host, status=AgentStatus.PENDING)
     assert_error(request(api, agent, {"capabilities": ["transfer"]}), 403, "agent_pending")

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.django_db
 
 
 def test_status_of_a_pending_registration_from_a_pending_host(api: Api, host_key: Keypair) -> None:
-    # spec: ST4, R23; checklist Q4
+    # spec: §5.3, §4.5.1 step 8
     reg = api.register(host_key, body={"name": "x", "capabilities": ["check_balance"]})
     reply = api.get("/agent/status", token=host_token(host_key), agent_id=reg.body["agent_id"])
     assert reply.status == 200
@@ -30,7 +30,7 @@ def test_status_of_a_pending_registration_from_a_pending_host(api: Api, host_key
 
 
 def test_status_after_approval_has_full_grants(api: Api, host_key: Keypair, user: Any) -> None:
-    # spec: ST3, GR1, GR6
+    # spec: §5.5, §3.3, §5.3
     reg = api.register(host_key, body={"name": "x", "capabilities": ["check_balance"]})
     operator_decides(Agent.objects.get(pk=reg.body["agent_id"]), user)
     body = api.get("/agent/status", token=host_token(host_key), agent_id=reg.body["agent_id"]).body
@@ -45,13 +45,13 @@ def test_status_after_approval_has_full_grants(api: Api, host_key: Keypair, user
 
 @pytest.mark.parametrize("params", [{}, {"agent_id": ""}, {"agent_id": "x", "extra": "1"}])
 def test_status_needs_exactly_agent_id(api: Api, params: dict[str, str]) -> None:
-    # spec: ST2
+    # spec: §5.5
     _, key = make_host()
     assert_error(api.get("/agent/status", token=host_token(key), **params), 400, "invalid_request")
 
 
 def test_status_unknown_agent(api: Api) -> None:
-    # spec: ST2
+    # spec: §5.5
     _, key = make_host()
     assert_error(
         api.get("/agent/status", token=host_token(key), agent_id="agt_nope"), 404, "agent_not_found"
@@ -59,7 +59,7 @@ def test_status_unknown_agent(api: Api) -> None:
 
 
 def test_status_of_another_hosts_agent(api: Api) -> None:
-    # spec: ST1; checklist Q22
+    # spec: §5.5
     host_a, _ = make_host()
     agent, _ = make_agent(host_a)
     _, key_b = make_host()
@@ -69,7 +69,7 @@ def test_status_of_another_hosts_agent(api: Api) -> None:
 
 
 def test_status_applies_clocks_without_extending_them(api: Api, settings: Any) -> None:
-    # spec: ST5; checklist Q14
+    # spec: §5.5, §2.4
     settings.AGENTAUTH_SESSION_TTL = 60
     host, key = make_host()
     agent, _ = make_agent(host)
@@ -88,14 +88,14 @@ def test_status_applies_clocks_without_extending_them(api: Api, settings: Any) -
 
 
 def test_revoke_agent(api: Api) -> None:
-    # spec: RV1, RV3, RV4, L10
+    # spec: §5.13, §5.7, §2.6
     host, key = make_host()
     agent, agent_key = make_agent(host, grants=["check_balance"])
     reply = api.post("/agent/revoke", {"agent_id": agent.pk}, token=host_token(key))
     assert reply.status == 200 and reply.body == {"agent_id": agent.pk, "status": "revoked"}
     agent.refresh_from_db()
     assert agent.status == AgentStatus.REVOKED and agent.revoked_at is not None
-    # The agent's own JWTs now fail with agent_revoked (spec RV4, HR5).
+    # The agent's own JWTs now fail with agent_revoked (spec §5.7, §5.10).
     with pytest.raises(Exception) as info:
         verify_agent_jwt(agent_token(agent, agent_key), audiences={ISSUER})
     assert getattr(info.value, "code", None) == "agent_revoked"
@@ -105,7 +105,7 @@ def test_revoke_agent(api: Api) -> None:
 
 
 def test_revoke_is_idempotent(api: Api) -> None:
-    # checklist RV7, Q49
+    # §5.7
     host, key = make_host()
     agent, _ = make_agent(host)
     api.post("/agent/revoke", {"agent_id": agent.pk}, token=host_token(key))
@@ -115,7 +115,7 @@ def test_revoke_is_idempotent(api: Api) -> None:
 
 
 def test_revoke_another_hosts_agent(api: Api) -> None:
-    # spec: RV1, ER4 ("host revoking an agent it didn't create")
+    # spec: §5.13 ("host revoking an agent it didn't create")
     host_a, _ = make_host()
     agent, _ = make_agent(host_a)
     _, key_b = make_host()
@@ -137,7 +137,7 @@ def test_revoke_body_validation(api: Api, body: Any) -> None:
 
 
 def test_revoke_unknown_agent(api: Api) -> None:
-    # spec: RV2
+    # spec: §5.7
     _, key = make_host()
     assert_error(
         api.post("/agent/revoke", {"agent_id": "agt_x"}, token=host_token(key)),
@@ -147,11 +147,11 @@ def test_revoke_unknown_agent(api: Api) -> None:
 
 
 def test_host_revoke_cascades(api: Api) -> None:
-    # spec: HR1, HR2, HR3, S11, L11
+    # spec: §5.10, §8.5, §2.6
     host, key = make_host()
     a1, k1 = make_agent(host)
     _a2, _ = make_agent(host, status=AgentStatus.PENDING)
-    make_agent(host, status=AgentStatus.REVOKED)  # already terminal: not counted (Q49)
+    make_agent(host, status=AgentStatus.REVOKED)  # already terminal: not counted (§5.7)
     other_host, _ = make_host()
     bystander, _ = make_agent(other_host)
     reply = api.post("/host/revoke", token=host_token(key))
@@ -160,7 +160,7 @@ def test_host_revoke_cascades(api: Api) -> None:
     assert set(Agent.objects.filter(host=host).values_list("status", flat=True)) == {"revoked"}
     bystander.refresh_from_db()
     assert bystander.status == AgentStatus.ACTIVE
-    # spec: HR5 — the host's and its agents' JWTs are refused from now on.
+    # spec: §5.10 — the host's and its agents' JWTs are refused from now on.
     assert_error(api.post("/host/revoke", token=host_token(key)), 403, "host_revoked")
     with pytest.raises(Exception) as info:
         verify_agent_jwt(agent_token(a1, k1), audiences={ISSUER})
@@ -180,7 +180,7 @@ def test_host_revoke_refuses_a_body(api: Api) -> None:
 
 
 def test_pending_host_can_revoke_itself(api: Api, host_key: Keypair) -> None:
-    # checklist Q4, Q49
+    # §4.5.1 step 8, §5.7
     api.register(host_key)
     reply = api.post("/host/revoke", token=host_token(host_key))
     assert reply.status == 200 and reply.body["agents_revoked"] == 1
@@ -189,7 +189,7 @@ def test_pending_host_can_revoke_itself(api: Api, host_key: Keypair) -> None:
 def test_polling_faster_than_the_interval_is_slowed_down(
     api: Api, host_key: Keypair, settings: Any
 ) -> None:
-    # checklist Q46, AP6; RFC 8628 §3.5 slow_down. Real time, not time travel: the pacing key
+    # §7.1, §12.1; RFC 8628 §3.5 slow_down. Real time, not time travel: the pacing key
     # expires in the cache itself (Redis keeps its own clock).
     import time
 

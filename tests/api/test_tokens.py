@@ -1,4 +1,5 @@
-"""Host JWT and agent JWT verification rules (spec §4, §8; checklist J*, S*, Q33, Q60-Q62)."""
+"""Host JWT and agent JWT verification rules (spec §4, §8, §4.5, §10.3, §4.2,
+§4.3)."""
 
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ def test_valid_host_jwt_reads_status(api: Api, known: Any) -> None:
 
 @pytest.mark.parametrize("typ", ["agent+jwt", "JWT", None, 5])
 def test_host_jwt_typ_must_be_host_jwt(api: Api, known: Any, typ: Any) -> None:
-    # spec: J5, J-HV1, S7
+    # spec: §4.2, §4.5.1
     _host, key, agent_id = known
     token = host_token(key, extra_headers={"typ": typ} if typ is not None else {"typ": ""})
     assert_error(status_call(api, token, agent_id), 401, "invalid_jwt")
@@ -65,7 +66,7 @@ def test_host_jwt_typ_must_be_host_jwt(api: Api, known: Any, typ: Any) -> None:
 
 @pytest.mark.parametrize("typ", ["application/host+jwt", "HOST+JWT"])
 def test_host_typ_is_a_media_type(api: Api, known: Any, typ: str) -> None:
-    # Checklist Q61.
+    # Spec §4.2.
     _host, key, agent_id = known
     assert status_call(api, host_token(key, extra_headers={"typ": typ}), agent_id).status == 200
 
@@ -74,19 +75,19 @@ def test_host_typ_is_a_media_type(api: Api, known: Any, typ: str) -> None:
     "aud", ["http://testserver/api", "http://evil.example/api/auth", ISSUER + "/", [ISSUER, "x"], 7]
 )
 def test_host_jwt_audience_must_match_exactly(api: Api, known: Any, aud: Any) -> None:
-    # spec: J-HV3, J13, S8, Q62
+    # spec: §4.5.1, §8.18, §4.3
     _host, key, agent_id = known
     assert_error(status_call(api, host_token(key, audience=aud), agent_id), 401, "invalid_jwt")
 
 
 def test_single_element_audience_array_is_accepted(api: Api, known: Any) -> None:
-    # Checklist Q62.
+    # Spec §4.3.
     _host, key, agent_id = known
     assert status_call(api, host_token(key, audience=[ISSUER]), agent_id).status == 200
 
 
 def test_expired_host_jwt(api: Api, known: Any) -> None:
-    # spec: J16, J-HV6
+    # spec: §4.6, §4.5.1
     _host, key, agent_id = known
     now = int(time.time())
     token = host_token(key, extra_claims={"iat": now - 80, "exp": now - 31})
@@ -94,7 +95,7 @@ def test_expired_host_jwt(api: Api, known: Any) -> None:
 
 
 def test_expiry_within_skew_is_tolerated(api: Api, known: Any) -> None:
-    # spec: J16 (30 s skew)
+    # spec: §4.6 (30 s skew)
     _host, key, agent_id = known
     now = int(time.time())
     token = host_token(key, extra_claims={"iat": now - 40, "exp": now - 10})
@@ -102,7 +103,7 @@ def test_expiry_within_skew_is_tolerated(api: Api, known: Any) -> None:
 
 
 def test_future_iat_beyond_skew(api: Api, known: Any) -> None:
-    # spec: S4
+    # spec: §8.2
     _host, key, agent_id = known
     now = int(time.time())
     token = host_token(key, extra_claims={"iat": now + 45, "exp": now + 90})
@@ -110,7 +111,7 @@ def test_future_iat_beyond_skew(api: Api, known: Any) -> None:
 
 
 def test_overlong_lifetime(api: Api, known: Any) -> None:
-    # spec: J15, S2; checklist Q35
+    # spec: §4.6, §8.2
     _host, key, agent_id = known
     now = int(time.time())
     token = host_token(key, extra_claims={"iat": now, "exp": now + 61})
@@ -118,7 +119,7 @@ def test_overlong_lifetime(api: Api, known: Any) -> None:
 
 
 def test_hard_lifetime_cap_applies_whatever_the_setting(known: Any, settings: Any) -> None:
-    # Checklist Q35: at most 300 s, whatever AGENTAUTH_JWT_MAX_LIFETIME says.
+    # Spec §4.6: at most 300 s, whatever AGENTAUTH_JWT_MAX_LIFETIME says.
     settings.AGENTAUTH_JWT_MAX_LIFETIME = 10_000
     _host, key, _ = known
     now = int(time.time())
@@ -128,7 +129,7 @@ def test_hard_lifetime_cap_applies_whatever_the_setting(known: Any, settings: An
 
 @pytest.mark.parametrize("claim", ["iat", "exp", "jti", "iss"])
 def test_required_host_claims(api: Api, known: Any, claim: str) -> None:
-    # spec: J6
+    # spec: §4.2
     _host, key, agent_id = known
     token = host_token(key, extra_claims={claim: None})
     assert_error(status_call(api, token, agent_id), 401, "invalid_jwt")
@@ -145,7 +146,7 @@ def test_claim_types(api: Api, known: Any, claims: dict[str, Any]) -> None:
 
 
 def test_replayed_host_jwt(api: Api, known: Any) -> None:
-    # spec: J17, J-HV7, S5
+    # spec: §4.5.1 step 7, §4.5.1, §8.2
     _host, key, agent_id = known
     token = host_token(key)
     assert status_call(api, token, agent_id).status == 200
@@ -153,7 +154,7 @@ def test_replayed_host_jwt(api: Api, known: Any) -> None:
 
 
 def test_same_jti_from_two_hosts_is_not_a_replay(api: Api) -> None:
-    # Checklist Q60: the replay key is partitioned by identity.
+    # Spec §10.3: the replay key is partitioned by identity.
     h1, k1 = make_host()
     h2, k2 = make_host()
     a1, _ = make_agent(h1)
@@ -163,7 +164,7 @@ def test_same_jti_from_two_hosts_is_not_a_replay(api: Api) -> None:
 
 
 def test_wrong_signature(api: Api, known: Any) -> None:
-    # spec: J-HV5
+    # spec: §4.5.1
     _host, key, agent_id = known
     forger = Keypair.generate()
     token = host_token(
@@ -182,7 +183,7 @@ def test_tampered_payload(api: Api, known: Any) -> None:
 
 @pytest.mark.parametrize("alg", ["none", "HS256", "RS256", "ES256", None])
 def test_only_eddsa(api: Api, known: Any, alg: Any) -> None:
-    # spec: J1; checklist J4 (algorithm confusion). The token is otherwise perfect: correctly
+    # spec: §4.1 (algorithm confusion). The token is otherwise perfect: correctly
     # signed with the host's Ed25519 key, so only the alg rule can refuse it.
     _host, key, agent_id = known
     now = int(time.time())
@@ -211,14 +212,14 @@ def test_crit_header_is_refused(api: Api, known: Any) -> None:
 
 
 def test_presented_host_key_must_match_stored(api: Api, known: Any) -> None:
-    # spec: J-HV11, Q23
+    # spec: §4.5.1, §4.2
     _host, key, agent_id = known
     token = host_token(key, extra_claims={"host_public_key": Keypair.generate().public_jwk})
     assert_error(status_call(api, token, agent_id), 401, "invalid_jwt")
 
 
 def test_known_host_without_host_key_claim(api: Api, known: Any) -> None:
-    # Checklist Q23: optional for known inline hosts.
+    # Spec §4.2: optional for known inline hosts.
     _host, key, agent_id = known
     assert status_call(api, host_token(key, include_host_key=False), agent_id).status == 200
 
@@ -231,19 +232,19 @@ def test_inline_host_cannot_switch_to_jwks(api: Api, known: Any) -> None:
 
 
 def test_unknown_host_outside_registration(api: Api) -> None:
-    # Checklist Q19.
+    # Spec §4.5.1 step 4.
     assert_error(status_call(api, host_token(Keypair.generate())), 401, "invalid_jwt")
 
 
 def test_revoked_host(api: Api, known: Any) -> None:
-    # spec: J-HV8, HR5
+    # spec: §4.5.1, §5.10
     host, key, agent_id = known
     Host.objects.filter(pk=host.pk).update(status=HostStatus.REVOKED)
     assert_error(status_call(api, host_token(key), agent_id), 403, "host_revoked")
 
 
 def test_rejected_host(api: Api, known: Any) -> None:
-    # spec: J-HV8, §2.11; a rejected host may only read status (§7.1 step 4, tested in
+    # spec: §4.5.1, §2.11; a rejected host may only read status (§7.1 step 4, tested in
     # test_registration), every other host endpoint refuses it.
     host, key, _ = known
     Host.objects.filter(pk=host.pk).update(status=HostStatus.REJECTED)
@@ -254,7 +255,7 @@ def test_rejected_host(api: Api, known: Any) -> None:
 
 
 def test_pending_host_only_where_allowed(known: Any) -> None:
-    # spec: J-HV8; checklist Q4
+    # spec: §4.5.1, §4.5.1 step 8
     host, key, _ = known
     Host.objects.filter(pk=host.pk).update(status=HostStatus.PENDING)
     raises("host_pending", tokens.verify_host_jwt, host_token(key))
@@ -262,7 +263,7 @@ def test_pending_host_only_where_allowed(known: Any) -> None:
 
 
 def test_signature_is_checked_before_host_state(api: Api, known: Any) -> None:
-    # Checklist Q33: a forger learns nothing about the host's state.
+    # Spec §4.5: a forger learns nothing about the host's state.
     host, key, agent_id = known
     Host.objects.filter(pk=host.pk).update(status=HostStatus.REVOKED)
     forged = host_token(
@@ -272,7 +273,7 @@ def test_signature_is_checked_before_host_state(api: Api, known: Any) -> None:
 
 
 def test_rotated_host_key_stops_working_at_once(api: Api, known: Any) -> None:
-    # spec: HK2, S13 — a host JWT is only ever identified by the current key.
+    # spec: §4.2, §5.8 — a host JWT is only ever identified by the current key.
     host, key, agent_id = known
     new = Keypair.generate()
     Host.objects.filter(pk=host.pk).update(
@@ -290,7 +291,7 @@ def test_rotated_host_key_stops_working_at_once(api: Api, known: Any) -> None:
     ["", "Bearer", "Bearer ", "Basic abc", "Token x.y.z", "Bearer a.b", "Bearer " + "a" * 9000],
 )
 def test_bad_authorization_headers(client: Any, header: str) -> None:
-    # spec: G3, ER8
+    # spec: §4.2, §5.13
     response = client.get("/api/auth/agent/status", {"agent_id": "x"}, HTTP_AUTHORIZATION=header)
     assert response.status_code == 401
     assert response.json()["error"] == "invalid_jwt"
@@ -310,7 +311,7 @@ def test_duplicate_json_members_are_refused() -> None:
 
 
 def test_replay_records_expire_with_the_token(api: Api, known: Any) -> None:
-    # spec: J17, J18 — kept until exp + skew.
+    # spec: §4.5.1 step 7, §4.6 — kept until exp + skew.
     _host, key, agent_id = known
     now = int(time.time())
     status_call(api, host_token(key, extra_claims={"iat": now, "exp": now + 20}), agent_id)
@@ -325,7 +326,7 @@ def cache_remembers_since(seconds_ago: float) -> None:
 
 @override_settings(AGENTAUTH_REPLAY_GUARD="cache")
 def test_cache_replay_guard(api: Api, known: Any) -> None:
-    # spec: J18, IC3
+    # spec: §4.6, §10.3
     _host, key, agent_id = known
     cache_remembers_since(3600)
     token = host_token(key)
@@ -409,7 +410,7 @@ def test_valid_agent_jwt(agent_setup: Any) -> None:
 
 
 def test_agent_jwt_without_iss_resolves_host_from_sub(agent_setup: Any) -> None:
-    # spec: J-AV4 (§4.5 step 4), as the official TypeScript client signs.
+    # spec: §8.7 (§4.5 step 4), as the official TypeScript client signs.
     agent, key = agent_setup
     assert verify(agent_token(agent, key, host_thumbprint=None)).host == agent.host
 
@@ -422,14 +423,14 @@ def test_iss_can_be_required(agent_setup: Any, settings: Any) -> None:
 
 
 def test_agent_jwt_iss_of_another_host(agent_setup: Any) -> None:
-    # spec: J-AV5 — an agent is only ever its own host's.
+    # spec: §4.5 — an agent is only ever its own host's.
     agent, key = agent_setup
     other, _ = make_host()
     raises("invalid_jwt", verify, agent_token(agent, key, host_thumbprint=other.thumbprint))
 
 
 def test_previous_host_iss_only_within_grace(agent_setup: Any) -> None:
-    # Checklist Q38.
+    # Spec §8.7.
     agent, key = agent_setup
     old = agent.host.thumbprint
     new = Keypair.generate()
@@ -446,25 +447,25 @@ def test_previous_host_iss_only_within_grace(agent_setup: Any) -> None:
 
 @pytest.mark.parametrize("typ", ["host+jwt", "JWT", ""])
 def test_agent_jwt_typ(agent_setup: Any, typ: str) -> None:
-    # spec: J11, J-AV1, S7
+    # spec: §4.3, §4.5, §4.2
     agent, key = agent_setup
     raises("invalid_jwt", verify, agent_token(agent, key, extra_headers={"typ": typ}))
 
 
 def test_host_jwt_is_not_an_agent_jwt(agent_setup: Any) -> None:
-    # spec: S7 — token confusion.
+    # spec: §4.2 — token confusion.
     agent, key = agent_setup
     raises("invalid_jwt", verify, host_token(key, extra_claims={"sub": agent.pk}))
 
 
 def test_agent_jwt_audience(agent_setup: Any) -> None:
-    # spec: J-AV3, S8
+    # spec: §4.5, §4.3
     agent, key = agent_setup
     raises("invalid_jwt", verify, agent_token(agent, key, audience="https://other.example/api"))
 
 
 def test_agent_jwt_wrong_key(agent_setup: Any) -> None:
-    # spec: J-AV7
+    # spec: §4.5
     agent, _ = agent_setup
     raises("invalid_jwt", verify, agent_token(agent, Keypair.generate()))
 
@@ -475,7 +476,7 @@ def test_unknown_agent(agent_setup: Any) -> None:
 
 
 def test_agent_jwt_replay(agent_setup: Any) -> None:
-    # spec: J-AV8, S5
+    # spec: §4.5, §8.2
     agent, key = agent_setup
     token = agent_token(agent, key)
     verify(token)
@@ -502,14 +503,14 @@ def test_capabilities_claim_must_be_strings(agent_setup: Any) -> None:
     ],
 )
 def test_only_active_agents_authenticate(agent_setup: Any, status: str, code: str) -> None:
-    # spec: G9, J-AV6; checklist Q20, Q32
+    # spec: §2.3, §4.5, §5.13, §4.5 step 4
     agent, key = agent_setup
     type(agent).objects.filter(pk=agent.pk).update(status=status)
     raises(code, verify, agent_token(agent, key))
 
 
 def test_agent_signature_before_state(agent_setup: Any) -> None:
-    # Checklist Q33.
+    # Spec §4.5.
     agent, _ = agent_setup
     type(agent).objects.filter(pk=agent.pk).update(status=AgentStatus.REVOKED)
     raises("invalid_jwt", verify, agent_token(agent, Keypair.generate()))
@@ -522,7 +523,7 @@ def test_agent_of_inactive_host(agent_setup: Any) -> None:
 
 
 def test_idle_agent_expires_without_a_sweep(settings: Any) -> None:
-    # spec: L5, L7; ST5 — the clocks are fixed on the agent when set, so set the TTL first.
+    # spec: §8.8, §2.4, §5.5 — the clocks are fixed on the agent when set, so set the TTL first.
     settings.AGENTAUTH_SESSION_TTL = 60
     host, _ = make_host()
     agent, key = make_agent(host, grants=["check_balance"])
@@ -533,7 +534,7 @@ def test_idle_agent_expires_without_a_sweep(settings: Any) -> None:
 
 
 def test_absolute_lifetime_revokes(settings: Any) -> None:
-    # spec: L5; checklist Q15
+    # spec: §8.8, §2.4
     settings.AGENTAUTH_ABSOLUTE_LIFETIME = 3600
     settings.AGENTAUTH_SESSION_TTL = None
     settings.AGENTAUTH_MAX_LIFETIME = None

@@ -1,5 +1,5 @@
 """The Django admin: staff approve, deny and revoke through the same domain functions as the API
-(checklist UX4; spec §2.6 admin revocation, §2.2.2 administrator approval).
+(§2.8; spec §2.6 admin revocation, §2.2.2 administrator approval).
 
 Actions are driven the way a browser drives them: a POST of the changelist form with ``action``
 and ``_selected_action``. What they change is checked in the database and the audit trail.
@@ -39,7 +39,7 @@ def changelist(model: str) -> str:
 
 
 def pending_agent(api: Api, capabilities: list[str] | None = None) -> Agent:
-    """An autonomous agent from a new (pending) host, waiting for an administrator (Q5)."""
+    """An autonomous agent from a new (pending) host, waiting for an administrator (§2.8)."""
     reply = api.register(
         Keypair.generate(),
         body={
@@ -164,7 +164,7 @@ def test_approve_lists_pages_and_reports_agents_with_nothing_to_approve(
 
 
 def test_deny(admin_client: Client, admin_user: Any, api: Api) -> None:
-    # spec: AP10; checklist Q8 — denying a new host's first connection rejects the host.
+    # spec: §7.1 — denying a new host's first connection rejects the host.
     agent = pending_agent(api, ["check_balance", "transfer"])
     response = run_action(admin_client, "agent", "deny", [agent.pk])
     assert response.status_code == 302
@@ -180,7 +180,7 @@ def test_deny(admin_client: Client, admin_user: Any, api: Api) -> None:
 
 
 def test_revoke(admin_client: Client, admin_user: Any, user: Any) -> None:
-    # spec: L10, RV5 — an admin may revoke any agent.
+    # spec: §2.6, §5.7 — an admin may revoke any agent.
     host, _ = make_host(user=user)
     agent, _ = make_agent(host, grants=["check_balance"])
     other, _ = make_agent(host, grants=["check_balance"])
@@ -216,7 +216,7 @@ def test_actions_need_the_approve_permission(staff_user: Any, api: Api) -> None:
 
 
 def test_host_revoke_cascades(admin_client: Client, admin_user: Any, api: Api, user: Any) -> None:
-    # spec: HR2, L11, RV5 — an admin revokes a host; every agent under it goes too.
+    # spec: §8.5, §2.6, §5.7 — an admin revokes a host; every agent under it goes too.
     host, key = make_host(user=user)
     active, _ = make_agent(host, grants=["check_balance"])
     reply = api.register(key, body={"name": "Half approved", "capabilities": ["transfer"]})
@@ -248,7 +248,7 @@ def test_host_add_page_is_forbidden(admin_client: Client) -> None:
 
 
 def test_host_user_is_read_only(admin_client: Client, user: Any, staff_user: Any) -> None:
-    # spec: H4 — linking goes through hosts.link_host, never a form field.
+    # spec: §2.7 — linking goes through hosts.link_host, never a form field.
     host, _ = make_host(user=user, name="Laptop")
     url = reverse("admin:agentauth_host_change", args=[quote(host.pk)])
     response = admin_client.post(
@@ -265,7 +265,7 @@ def test_host_user_is_read_only(admin_client: Client, user: Any, staff_user: Any
 
 
 def test_audit_events_cannot_be_added_changed_or_deleted(admin_client: Client, api: Api) -> None:
-    # spec: O2 — an audit trail staff can edit is not an audit trail.
+    # spec: §11 — an audit trail staff can edit is not an audit trail.
     agent = pending_agent(api)
     event = AuditEvent.objects.get(kind="agent.registered", agent_id=agent.pk)
     before = AuditEvent.objects.values().get(pk=event.pk)

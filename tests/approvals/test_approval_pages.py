@@ -1,4 +1,4 @@
-"""The pages where a person decides (spec §7.1, §8.10, §8.11; checklist UX1, UX3, S20-S25, Q8)."""
+"""The pages where a person decides (spec §7.1, §8.10, §8.11, §10.8, §8)."""
 
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def test_the_code_is_what_opens_a_device_request(client: Client, api: Api, user:
 def test_wrong_codes_lock_out_even_the_right_code(
     client: Client, api: Api, user: Any, settings: Any
 ) -> None:
-    # spec: AP8 (RFC 8628 §5.1) — brute force is bounded; the answer never says why.
+    # spec: §5 (RFC 8628 §5.1) — brute force is bounded; the answer never says why.
     settings.AGENTAUTH_USER_CODE_MAX_ATTEMPTS = 3
     code = pending(api).body["approval"]["user_code"]
     client.force_login(user)
@@ -93,7 +93,7 @@ def test_expired_request_is_gone(client: Client, api: Api, user: Any) -> None:
 
 
 def test_page_shows_the_request_as_plain_text(client: Client, api: Api, user: Any) -> None:
-    # spec: AP22, S20, S22
+    # spec: §7, §8
     reply = pending(
         api,
         name='Tom & "Jerry"',
@@ -111,7 +111,7 @@ def test_page_shows_the_request_as_plain_text(client: Client, api: Api, user: An
 
 
 def test_approving_needs_a_fresh_sign_in(client: Client, api: Api, user: Any) -> None:
-    # spec: S25 — a long-lived session alone is not enough.
+    # spec: §8.11 — a long-lived session alone is not enough.
     reply = pending(api)
     client.force_login(user)
     page = open_page(client, reply.body["approval"]["user_code"])
@@ -151,7 +151,7 @@ def test_reauth_refuses_open_redirects(client: Client, user: Any) -> None:
 
 
 def test_approve_some_deny_the_rest(client: Client, api: Api, user: Any) -> None:
-    # spec: R21, AP23; checklist Q8 (per-capability deny)
+    # spec: §5.3, §7, §7.1 (per-capability deny)
     reply = pending(api)
     client.force_login(user)
     page = open_page(client, reply.body["approval"]["user_code"])
@@ -160,11 +160,11 @@ def test_approve_some_deny_the_rest(client: Client, api: Api, user: Any) -> None
     agent = Agent.objects.get()
     grants = {g.capability: g.status for g in agent.grants.all()}
     assert grants == {"check_balance": "active", "read_only_note": "denied"}
-    assert Host.objects.get().user == user  # R19: the approver's account is linked
+    assert Host.objects.get().user == user  # §2.9: the approver's account is linked
 
 
 def test_deny_the_connection(client: Client, api: Api, user: Any) -> None:
-    # spec: R22, AP10; checklist Q8
+    # spec: §7.1
     reply = pending(api)
     client.force_login(user)
     make_stale(client)  # denying never needs a fresh sign-in
@@ -184,7 +184,7 @@ def test_a_decided_request_cannot_be_decided_again(client: Client, api: Api, use
 
 
 def test_connected_apps(client: Client, user: Any, django_user_model: Any) -> None:
-    # spec: UX3, §10.8
+    # spec: §10.8
     host, _ = make_host(user=user, name="Work laptop")
     agent, _ = make_agent(host, grants=["check_balance"], name="Mailer")
     other_user = django_user_model.objects.create_user(username="bob", password="x")
@@ -249,7 +249,7 @@ def test_connected_apps_need_csrf(user: Any) -> None:
 def test_only_administrators_decide_for_autonomous_agents(
     client: Client, api: Api, user: Any
 ) -> None:
-    # checklist Q5, spec §2.2.2 — a signed-in person who is not staff cannot approve one.
+    # §2.8, spec §2.2.2 — a signed-in person who is not staff cannot approve one.
     reply = api.register(
         Keypair.generate(),
         body={"name": "Robot", "mode": "autonomous", "capabilities": ["check_balance"]},

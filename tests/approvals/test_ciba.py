@@ -1,4 +1,4 @@
-"""CIBA back-channel approval (spec §7.2; checklist AP12-AP18, S26, S29)."""
+"""CIBA back-channel approval (spec §7.2, §7.5, §8.11)."""
 
 from __future__ import annotations
 
@@ -35,12 +35,12 @@ def register_ciba(api: Api, hint: str, capture: Any, **extra: Any) -> Any:
 
 
 def test_ciba_approval_object(api: Api, user: Any, django_capture_on_commit_callbacks: Any) -> None:
-    # spec: AP3, AP5, AP12
+    # spec: §7, §7.2
     reply = register_ciba(api, user.email, django_capture_on_commit_callbacks)
     assert reply.status == 200
     approval = reply.body["approval"]
     assert approval["method"] == "ciba"
-    assert approval["binding_message"] == "Approve BOT-42"  # sanitised (S20)
+    assert approval["binding_message"] == "Approve BOT-42"  # sanitised (§8)
     assert set(approval) == {"method", "binding_message", "expires_in", "interval"}
     assert "user_code" not in approval
 
@@ -48,7 +48,7 @@ def test_ciba_approval_object(api: Api, user: Any, django_capture_on_commit_call
 def test_notification_email_links_to_an_approval_the_user_can_make(
     api: Api, client: Client, user: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
-    # spec: AP14, S26 — the link works only for the named user, after signing in.
+    # spec: §7.2, §8.11 — the link works only for the named user, after signing in.
     reply = register_ciba(api, user.email, django_capture_on_commit_callbacks)
     assert len(mail.outbox) == 1
     message = mail.outbox[0]
@@ -84,7 +84,7 @@ def _shape(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_no_user_enumeration(api: Api, user: Any, django_capture_on_commit_callbacks: Any) -> None:
-    # spec: S29 (CIBA Core §14) — an existing and an unknown hint answer alike.
+    # spec: §7.2 (CIBA Core §14) — an existing and an unknown hint answer alike.
     known = register_ciba(api, user.email, django_capture_on_commit_callbacks)
     unknown = register_ciba(api, "nobody@example.com", django_capture_on_commit_callbacks)
     assert known.status == unknown.status == 200
@@ -102,7 +102,7 @@ def test_no_user_enumeration(api: Api, user: Any, django_capture_on_commit_callb
 def test_linked_user_is_asked_whatever_the_hint(
     api: Api, user: Any, django_user_model: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
-    # spec: AP18 — the linked user is known; a hint cannot redirect the request elsewhere.
+    # spec: §7.5 — the linked user is known; a hint cannot redirect the request elsewhere.
     other = django_user_model.objects.create_user(
         username="bob", email="bob@example.com", password="x"
     )
@@ -123,7 +123,7 @@ def test_linked_user_is_asked_whatever_the_hint(
 
 
 def test_ciba_not_offered_falls_back_to_device(api: Api, user: Any, settings: Any) -> None:
-    # spec: AP17 — the server decides.
+    # spec: §7.5 — the server decides.
     settings.AGENTAUTH_APPROVAL_METHODS = ["device_authorization"]
     body = {"name": "x", "preferred_method": "ciba", "login_hint": user.email}
     reply = api.register(Keypair.generate(), body=body)

@@ -1,4 +1,4 @@
-"""Management commands: ``agentauth_approve`` and ``agentauth_create_host`` (checklist UX4).
+"""Management commands: ``agentauth_approve`` and ``agentauth_create_host`` (§2.8).
 
 Both are thin shells over ``approvals.decide`` and ``hosts.create_host``; these tests pin their
 command-line contract (arguments, JSON output, ``CommandError`` on every operator mistake) and
@@ -54,7 +54,7 @@ def grant_of(agent_id: str, capability: str) -> CapabilityGrant:
 
 
 def test_approve_everything_pending(api: Api, host_key: Keypair, user: Any) -> None:
-    # spec: AP7, H4, L3 — the approver becomes the linked user of a new host.
+    # spec: §7.1, §2.7, §2.3 — the approver becomes the linked user of a new host.
     agent_id = register_pending(api, host_key, ["check_balance", "transfer"])
     summary = run("agentauth_approve", agent_id, "--user", "alice")
     assert summary == {
@@ -82,7 +82,7 @@ def test_approve_everything_pending(api: Api, host_key: Keypair, user: Any) -> N
 
 
 def test_approve_a_subset_denies_the_rest(api: Api, host_key: Keypair, user: Any) -> None:
-    # spec: GR4, GR9; checklist Q8 — per-capability deny, agent active.
+    # spec: §5.3, §3.3, §7.1 — per-capability deny, agent active.
     agent_id = register_pending(api, host_key, ["check_balance", "transfer", "read_only_note"])
     summary = run(
         "agentauth_approve",
@@ -113,7 +113,7 @@ def test_approve_a_subset_denies_the_rest(api: Api, host_key: Keypair, user: Any
 def test_approve_with_constraints_sets_the_effective_constraints(
     api: Api, host_key: Keypair, user: Any
 ) -> None:
-    # spec: GR2, R25, CN8 — the approver's constraints replace the requested ones.
+    # spec: §5.3, §2.13 — the approver's constraints replace the requested ones.
     agent_id = register_pending(
         api,
         host_key,
@@ -133,7 +133,7 @@ def test_approve_with_constraints_sets_the_effective_constraints(
 
 
 def test_deny_rejects_the_agent_and_a_new_host(api: Api, host_key: Keypair, user: Any) -> None:
-    # spec: AP10, L3; checklist Q8
+    # spec: §7.1, §2.3
     agent_id = register_pending(api, host_key, ["check_balance"])
     summary = run("agentauth_approve", agent_id, "--user", "alice", "--deny")
     assert summary == {
@@ -196,7 +196,7 @@ def test_active_agent_with_nothing_pending(user: Any) -> None:
 
 @pytest.mark.parametrize("status", [AgentStatus.REVOKED, AgentStatus.REJECTED, AgentStatus.EXPIRED])
 def test_agent_in_a_state_with_nothing_to_approve(user: Any, status: str) -> None:
-    # spec: L4 — terminal (and expired) agents cannot be approved back to life.
+    # spec: §2.3 — terminal (and expired) agents cannot be approved back to life.
     host, _ = make_host(user=user)
     agent, _ = make_agent(host, status=status)
     with pytest.raises(CommandError, match="nothing to approve"):
@@ -254,7 +254,7 @@ def test_constraints_must_be_an_object(api: Api, host_key: Keypair, user: Any) -
 def test_constraints_with_unknown_operators_are_refused(
     api: Api, host_key: Keypair, user: Any
 ) -> None:
-    # spec: CN7, CN11 — approver constraints are validated like an agent's.
+    # spec: §2.13 — approver constraints are validated like an agent's.
     agent_id = register_pending(api, host_key, ["transfer"])
     with pytest.raises(CommandError, match="regex"):
         call_command(
@@ -273,7 +273,7 @@ def test_constraints_with_unknown_operators_are_refused(
 @pytest.mark.parametrize(
     "approver, effective",
     [
-        # A looser bound than requested cannot widen the grant (R25, CN8, CN12).
+        # A looser bound than requested cannot widen the grant (§2.13, §5.3).
         ({"amount": {"max": 5000}}, {"amount": {"max": 1000}}),
         # An empty object is not "unconstrained": the request still applies.
         ({}, {"amount": {"max": 1000}}),
@@ -283,7 +283,7 @@ def test_constraints_with_unknown_operators_are_refused(
 def test_approver_constraints_never_widen_the_request(
     api: Api, host_key: Keypair, user: Any, approver: Any, effective: Any
 ) -> None:
-    # spec: R25, CN8, CN12
+    # spec: §2.13, §5.3
     agent_id = register_pending(
         api, host_key, [{"name": "transfer", "constraints": {"amount": {"max": 1000}}}]
     )
@@ -293,7 +293,7 @@ def test_approver_constraints_never_widen_the_request(
 
 
 def test_contradictory_constraints_are_refused(api: Api, host_key: Keypair, user: Any) -> None:
-    # spec: CN12 — an intersection that admits no value is not silently granted.
+    # spec: §2.13 — an intersection that admits no value is not silently granted.
     agent_id = register_pending(
         api, host_key, [{"name": "transfer", "constraints": {"amount": {"max": 10}}}]
     )
@@ -314,7 +314,7 @@ def test_contradictory_constraints_are_refused(api: Api, host_key: Keypair, user
 
 
 def test_create_host_from_jwk() -> None:
-    # spec: H1, H3 (pre-registration), J10
+    # spec: §2.7, §5.3 (pre-registration), §4.2
     key = Keypair.generate()
     result = run("agentauth_create_host", "--jwk", json.dumps(key.public_jwk), "--name", "Box")
     assert set(result) == {"host_id", "thumbprint", "status"}
@@ -338,7 +338,7 @@ def test_create_host_from_jwk_file(tmp_path: Path) -> None:
 
 
 def test_create_host_canonicalises_the_key() -> None:
-    # spec: J10 — optional JWK members do not change the identity.
+    # spec: §4.2 — optional JWK members do not change the identity.
     key = Keypair.generate()
     jwk = {**key.public_jwk, "alg": "EdDSA", "use": "sig", "kid": "laptop"}
     result = run("agentauth_create_host", "--jwk", json.dumps(jwk))
@@ -347,7 +347,7 @@ def test_create_host_canonicalises_the_key() -> None:
 
 
 def test_create_host_linked_to_a_user(user: Any) -> None:
-    # spec: H4 — server-side linking.
+    # spec: §2.7 — server-side linking.
     key = Keypair.generate()
     result = run("agentauth_create_host", "--jwk", json.dumps(key.public_jwk), "--user", "alice")
     host = Host.objects.get(pk=result["host_id"])
@@ -357,7 +357,7 @@ def test_create_host_linked_to_a_user(user: Any) -> None:
 
 
 def test_create_host_stores_default_capabilities() -> None:
-    # spec: H1, UX4
+    # spec: §2.7, §2.8
     key = Keypair.generate()
     result = run(
         "agentauth_create_host",
@@ -401,14 +401,14 @@ def test_create_host_refuses_bad_options(args: list[str], message: str) -> None:
     ],
 )
 def test_create_host_refuses_bad_keys(jwk: str, message: str) -> None:
-    # spec: R4, J1, Q21
+    # spec: §5.3, §4.1, §5.13
     with pytest.raises(CommandError, match=message):
         call_command("agentauth_create_host", "--jwk", jwk, stdout=StringIO())
     assert not Host.objects.exists()
 
 
 def test_create_host_refuses_private_key_material() -> None:
-    # spec: J2, S1 — a private JWK pasted by mistake is never stored.
+    # spec: §4.1 — a private JWK pasted by mistake is never stored.
     key = Keypair.generate()
     with pytest.raises(CommandError, match="private key material"):
         call_command(
@@ -453,7 +453,7 @@ def test_create_host_missing_jwk_file(tmp_path: Path) -> None:
 
 
 def test_created_host_auto_approves_its_default_capabilities(api: Api, user: Any) -> None:
-    # spec: R18, S24, H3, H4 — a pre-registered, linked host: its delegated agents get the
+    # spec: §1.5, §8.10, §5.3, §2.7 — a pre-registered, linked host: its delegated agents get the
     # host's defaults whose approval_strength is "none" at once; anything stronger waits.
     key = Keypair.generate()
     result = run(
@@ -479,7 +479,7 @@ def test_created_host_auto_approves_its_default_capabilities(api: Api, user: Any
     assert status["user_id"] == str(user.pk)
     assert status["agent_capability_grants"][0]["granted_by"] == str(user.pk)
 
-    # transfer is a default too, but needs WebAuthn: it is never auto-approved (S24).
+    # transfer is a default too, but needs WebAuthn: it is never auto-approved (§8.10).
     reply = api.register(key, body={"name": "Payer", "capabilities": ["transfer"]})
     assert reply.body["status"] == "active"
     assert reply.body["agent_capability_grants"] == [
@@ -489,7 +489,7 @@ def test_created_host_auto_approves_its_default_capabilities(api: Api, user: Any
 
 
 def test_created_host_without_a_user_does_not_auto_approve(api: Api) -> None:
-    # spec: R15, R18 — defaults apply only once a person owns the host.
+    # spec: §2.8, §1.5 — defaults apply only once a person owns the host.
     key = Keypair.generate()
     run(
         "agentauth_create_host",

@@ -1,5 +1,5 @@
 """WebAuthn registration and approval step-up, offline with a software authenticator
-(spec §8.11; checklist S27, S28, AP20)."""
+(spec §8.11, §8.10)."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ def test_registration_options_require_user_verification(signed_in: Client) -> No
 
 
 def test_registration_without_user_verification_is_refused(signed_in: Client) -> None:
-    # spec: S28 — UV is required, not preferred.
+    # spec: §8.11 — UV is required, not preferred.
     reply = register_credential(signed_in, SoftAuthenticator(user_verified=False))
     assert reply.status_code == 403 and reply.json()["error"] == "webauthn_verification_failed"
     assert not WebAuthnCredential.objects.exists()
@@ -147,7 +147,7 @@ def test_not_enrolled(signed_in: Client, transfer_request: str) -> None:
     ["wrong_challenge", "wrong_origin", "replayed_counter", "no_user_verification"],
 )
 def test_step_up_refusals(signed_in: Client, transfer_request: str, misbehave: str) -> None:
-    # checklist AP20, S28; the offline ceremony cases.
+    # §8.10, §8.11; the offline ceremony cases.
     soft = SoftAuthenticator()
     register_credential(signed_in, soft)
     if misbehave == "replayed_counter":

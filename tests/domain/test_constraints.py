@@ -1,12 +1,12 @@
-"""Scoped-grant constraints, ``agentauth/constraints.py`` (spec §2.13; checklist CN1-CN14, Q28).
+"""Scoped-grant constraints, ``agentauth/constraints.py`` (spec §2.13, §5.3, §5.4).
 
-The examples pin the observable behaviour: ER7's violation list, the error codes, the fail-closed
-answers to every Q28 edge case. The hypothesis properties compare ``check`` with an oracle
+The examples pin the observable behaviour: §5.13's violation list, the error codes, the fail-closed
+answers to every §2.13 edge case. The hypothesis properties compare ``check`` with an oracle
 written here from the spec's operator table (exact rational arithmetic via ``Fraction``, its own
 JSON typing), and show that ``intersect`` narrows exactly: never wider than either side, never
 narrower than both together.
 
-CN14 (validate and execute atomically) belongs to the execute view, not to this pure module.
+§8.17 (validate and execute atomically) belongs to the execute view, not to this pure module.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def ok(constraint: Any, value: Any) -> bool:
 
 
 def test_er7_violation_list_exactly() -> None:
-    # spec: ER7, CN9, CN13 -- two violations, in constraint order, each holding just its operator
+    # spec: §5.13, §2.13 -- two violations, in constraint order, each holding just its operator
     got = check(
         {"amount": {"max": 1000}, "currency": {"in": ["USD"]}},
         {"amount": 5000, "currency": "GBP"},
@@ -94,7 +94,7 @@ def test_er7_violation_list_exactly() -> None:
         v("amount", {"max": 1000}, 5000),
         v("currency", {"in": ["USD"]}, "GBP"),
     ]
-    # byte-for-byte the "violations" array of the ER7 body
+    # byte-for-byte the "violations" array of the §5.13 body
     assert json.dumps(got) == (
         '[{"field": "amount", "constraint": {"max": 1000}, "actual": 5000}, '
         '{"field": "currency", "constraint": {"in": ["USD"]}, "actual": "GBP"}]'
@@ -116,20 +116,20 @@ def test_spec_example_grant() -> None:
 
 @pytest.mark.parametrize("constraints", [None, {}])
 def test_unconstrained_grant_allows_anything(constraints: Any) -> None:
-    # spec: CN2 -- constraints only restrict
+    # spec: §2.13 -- constraints only restrict
     assert check(constraints, {}) == []
     assert check(constraints, {"amount": [1, 2], "x": {"y": NAN}}) == []
 
 
 def test_unconstrained_fields_are_ignored() -> None:
-    # spec: CN2 -- only constrained fields are looked at
+    # spec: §2.13 -- only constrained fields are looked at
     assert check({"amount": {"max": 10}}, {"amount": 1, "memo": [1, {"a": None}]}) == []
 
 
 @pytest.mark.parametrize(
     ("constraint", "value", "allowed"),
     [
-        # spec: CN4 -- max/min are inclusive
+        # spec: §2.13 -- max/min are inclusive
         ({"max": 1000}, 1000, True),
         ({"max": 1000}, 1000.0, True),
         ({"max": 1000}, 999.999, True),
@@ -145,7 +145,7 @@ def test_unconstrained_fields_are_ignored() -> None:
         ({"min": 0.5}, 0.49999999, False),
         ({"max": -2.5}, -2.5, True),
         ({"max": -2.5}, -2, False),
-        # spec: CN5 -- combined on one field = both (inclusive at each end)
+        # spec: §2.13 -- combined on one field = both (inclusive at each end)
         ({"min": 0, "max": 1000}, 0, True),
         ({"min": 0, "max": 1000}, 500, True),
         ({"min": 0, "max": 1000}, 1000, True),
@@ -160,7 +160,7 @@ def test_bounds(constraint: Any, value: Any, allowed: bool) -> None:
 
 
 def test_combined_bounds_report_each_violated_operator() -> None:
-    # spec: CN5, CN13 -- one entry per violated operator, holding just that operator
+    # spec: §2.13 -- one entry per violated operator, holding just that operator
     c = {"amount": {"min": 0, "max": 1000}}
     assert check(c, {"amount": -1}) == [v("amount", {"min": 0}, -1)]
     assert check(c, {"amount": 1001}) == [v("amount", {"max": 1000}, 1001)]
@@ -171,7 +171,7 @@ def test_combined_bounds_report_each_violated_operator() -> None:
 
 
 def test_one_violation_per_operator_in_constraint_order() -> None:
-    # spec: CN13
+    # spec: §2.13
     c = {"n": {"not_in": ["x"], "min": 0, "in": [1, 2], "max": 10}}
     assert check(c, {"n": "x"}) == [
         v("n", {"not_in": ["x"]}, "x"),
@@ -186,7 +186,7 @@ def test_one_violation_per_operator_in_constraint_order() -> None:
 @pytest.mark.parametrize(
     ("exact", "value", "allowed"),
     [
-        # spec: CN3 -- exact value; checklist CN10/Q28d -- type-strict JSON equality
+        # spec: §2.13 -- exact value, §2.13/Q28d -- type-strict JSON equality
         ("acc_456", "acc_456", True),
         ("acc_456", "acc_457", False),
         ("acc_456", "ACC_456", False),
@@ -218,7 +218,7 @@ def test_exact_values(exact: Any, value: Any, allowed: bool) -> None:
 
 
 def test_exact_violation_shows_the_bare_value() -> None:
-    # spec: CN3, CN9 -- an exact constraint is reported as itself, not wrapped
+    # spec: §2.13 -- an exact constraint is reported as itself, not wrapped
     assert check({"flag": True}, {"flag": 1}) == [v("flag", True, 1)]
     assert check({"flag": None}, {"flag": 0}) == [v("flag", None, 0)]
 
@@ -226,7 +226,7 @@ def test_exact_violation_shows_the_bare_value() -> None:
 @pytest.mark.parametrize(
     ("constraint", "value", "allowed"),
     [
-        # spec: CN4 -- in / not_in with JSON equality
+        # spec: §2.13 -- in / not_in with JSON equality
         ({"in": ["USD", "EUR"]}, "USD", True),
         ({"in": ["USD", "EUR"]}, "EUR", True),
         ({"in": ["USD", "EUR"]}, "usd", False),
@@ -250,7 +250,7 @@ def test_exact_violation_shows_the_bare_value() -> None:
         ({"not_in": [None]}, 0, True),
         ({"not_in": []}, "x", True),
         ({"not_in": []}, None, True),
-        # checklist Q28e -- in and not_in together
+        # §2.13 -- in and not_in together
         ({"in": ["a", "b"], "not_in": ["b"]}, "a", True),
         ({"in": ["a", "b"], "not_in": ["b"]}, "b", False),
     ],
@@ -274,10 +274,10 @@ def test_in_and_not_in(constraint: Any, value: Any, allowed: bool) -> None:
     ],
 )
 def test_missing_field_violates(constraint: Any) -> None:
-    # checklist Q28a, CN10 -- a constrained field absent from arguments fails closed
+    # §2.13 -- a constrained field absent from arguments fails closed
     got = check({"f": constraint}, {"other": 1})
     ops = list(constraint) if isinstance(constraint, dict) else [None]
-    assert len(got) == len(ops)  # one per operator (CN13)
+    assert len(got) == len(ops)  # one per operator (§2.13)
     for entry, op in zip(got, ops, strict=True):
         expected = constraint if op is None else {op: constraint[op]}
         assert entry == v("f", expected, None)
@@ -295,14 +295,14 @@ def test_missing_field_violates(constraint: Any) -> None:
 )
 @pytest.mark.parametrize("value", [True, False])
 def test_booleans_never_satisfy_numeric_bounds(constraint: Any, value: bool) -> None:
-    # checklist CN10 -- Python bool is an int, a JSON boolean is not a number
+    # §2.13 -- Python bool is an int, a JSON boolean is not a number
     assert not ok(constraint, value)
 
 
 @pytest.mark.parametrize(
     ("constraint", "value"),
     [
-        ({"max": 10}, "5"),  # checklist CN10/Q28c -- "string vs max"
+        ({"max": 10}, "5"),  # §2.13/Q28c -- "string vs max"
         ({"min": 0}, "5"),
         ({"max": 10}, ""),
         ({"max": 10}, None),
@@ -318,7 +318,7 @@ def test_wrong_types_violate_bounds(constraint: Any, value: Any) -> None:
 @pytest.mark.parametrize(
     ("constraint", "value"),
     [
-        # checklist Q28h -- arrays/objects as arguments never satisfy in / not_in / exact
+        # §2.13 -- arrays/objects as arguments never satisfy in / not_in / exact
         ({"in": [1]}, [1]),
         ({"in": ["x"]}, ["x"]),
         ({"in": [None]}, []),
@@ -353,7 +353,7 @@ def test_arrays_and_objects_violate(constraint: Any, value: Any) -> None:
     ],
 )
 def test_non_finite_actual_values_fail_closed(constraint: Any, value: float) -> None:
-    # checklist CN10 -- JSON cannot carry NaN/Infinity, but Python callers can: never admit them
+    # §2.13 -- JSON cannot carry NaN/Infinity, but Python callers can: never admit them
     # (-inf <= 10 and inf >= 0 are True in Python; the engine must not take that at face value)
     got = check({"f": constraint}, {"f": value})
     assert got
@@ -390,7 +390,7 @@ def test_huge_integers(constraint: Any, value: Any, allowed: bool) -> None:
 
 
 def test_unknown_operator_in_a_stored_grant() -> None:
-    # spec: CN7 -- never ignored at execution; 400 unknown_constraint_operator with the names
+    # spec: §2.13 -- never ignored at execution; 400 unknown_constraint_operator with the names
     stored = {"amount": {"max": 5, "lt": 3}, "currency": {"regex": ".*", "gt": 1, "lt": 0}}
     for arguments in ({"amount": 1, "currency": "USD"}, {}, {"amount": 99}):
         with pytest.raises(ProtocolError) as caught:
@@ -402,7 +402,7 @@ def test_unknown_operator_in_a_stored_grant() -> None:
 
 
 def test_object_valued_exact_constraint_is_an_operator_object() -> None:
-    # checklist CN6, Q28b -- a JSON-object value is an operator object; its keys are operators
+    # §2.13 -- a JSON-object value is an operator object; its keys are operators
     with pytest.raises(ProtocolError) as caught:
         check({"addr": {"country": "US"}}, {"addr": {"country": "US"}})
     assert caught.value.code == "unknown_constraint_operator"
@@ -425,7 +425,7 @@ CAP = capability("amount", "currency", "flag", "address")
 
 @pytest.mark.parametrize("raw", [None, {}])
 def test_parse_nothing_is_unconstrained(raw: Any) -> None:
-    # spec: CN2
+    # spec: §2.13
     assert parse(raw, CAP) is None
 
 
@@ -445,25 +445,25 @@ def test_parse_nothing_is_unconstrained(raw: Any) -> None:
         {"currency": {"in": []}},
         {"currency": {"not_in": []}},
         {"currency": {"in": ["USD", 1, 2.5, True, None, ""]}},
-        {"currency": {"in": ["a", "b"], "not_in": ["b"]}},  # checklist Q28e
+        {"currency": {"in": ["a", "b"], "not_in": ["b"]}},  # §2.13
         {"amount": {"min": 0, "max": 10, "in": [1, 2], "not_in": [3]}},
         {"currency": {"in": ["x"] * 1000}},
         {"amount": 1, "currency": {"in": ["USD"]}, "flag": True},
     ],
 )
 def test_parse_accepts_valid_constraints(raw: Any) -> None:
-    # spec: CN3, CN4, CN5, CN11
+    # spec: §2.13
     assert parse(raw, CAP) == raw
 
 
 @pytest.mark.parametrize(
     "raw",
     [
-        # spec: CN1 -- keys must be top-level input fields; no nested paths
+        # spec: §2.13 -- keys must be top-level input fields; no nested paths
         {"nope": 1},
         {"address.country": "US"},
         {"amount": 1, "nope": {"max": 1}},
-        # spec: CN11 -- max/min numbers (not bool), in/not_in arrays
+        # spec: §2.13 -- max/min numbers (not bool), in/not_in arrays
         {"amount": {"max": "10"}},
         {"amount": {"max": True}},
         {"amount": {"min": False}},
@@ -508,7 +508,7 @@ def test_parse_rejects_as_invalid_request(raw: Any) -> None:
 
 
 def test_parse_without_declared_input_rejects_every_field() -> None:
-    # spec: CN1 -- no input schema, no constrainable field
+    # spec: §2.13 -- no input schema, no constrainable field
     bare = Capability(name="t", description="d")
     assert parse(None, bare) is None
     with pytest.raises(ProtocolError) as caught:
@@ -517,7 +517,7 @@ def test_parse_without_declared_input_rejects_every_field() -> None:
 
 
 def test_parse_reports_all_unknown_operators_across_fields() -> None:
-    # spec: CN7 -- unknown_constraint_operator with every unknown name, sorted, once each
+    # spec: §2.13 -- unknown_constraint_operator with every unknown name, sorted, once each
     raw = {
         "amount": {"lt": 1, "max": 2},
         "currency": {"regex": "^U", "lt": 3},
@@ -548,7 +548,7 @@ def test_parse_unknown_operators_win_over_other_errors(raw: Any) -> None:
 
 
 def test_parse_object_exact_value_is_an_unknown_operator() -> None:
-    # checklist CN6, Q28b
+    # §2.13
     with pytest.raises(ProtocolError) as caught:
         parse({"address": {"country": "US", "city": "X"}}, CAP)
     assert caught.value.code == "unknown_constraint_operator"
@@ -578,7 +578,7 @@ def test_parse_object_exact_value_is_an_unknown_operator() -> None:
     ],
 )
 def test_is_number_and_is_scalar(value: Any, number: bool, scalar: bool) -> None:
-    # checklist CN10
+    # §2.13
     assert is_number(value) is number
     assert is_scalar(value) is scalar
 
@@ -606,7 +606,7 @@ def test_is_number_and_is_scalar(value: Any, number: bool, scalar: bool) -> None
     ],
 )
 def test_json_equal(a: Any, b: Any, equal: bool) -> None:
-    # checklist CN10, Q28d
+    # §2.13
     assert json_equal(a, b) is equal
     assert json_equal(b, a) is equal
 
@@ -619,7 +619,7 @@ def test_json_equal(a: Any, b: Any, equal: bool) -> None:
 @pytest.mark.parametrize(
     ("a", "b", "expected"),
     [
-        # spec: CN12 -- max = min(maxes), min = max(mins)
+        # spec: §2.13 -- max = min(maxes), min = max(mins)
         ({"f": {"max": 10}}, {"f": {"max": 5}}, {"f": {"max": 5}}),
         ({"f": {"max": 5}}, {"f": {"max": 10}}, {"f": {"max": 5}}),
         ({"f": {"min": 1}}, {"f": {"min": 4.5}}, {"f": {"min": 4.5}}),
@@ -643,7 +643,7 @@ def test_json_equal(a: Any, b: Any, equal: bool) -> None:
         ({"f": False}, {"f": False}, {"f": False}),
         # different fields: both kept
         ({"a": 1}, {"b": {"max": 2}}, {"a": 1, "b": {"max": 2}}),
-        # spec: CN8 -- a server cap narrows an agent proposal, never widens it
+        # spec: §5.3 -- a server cap narrows an agent proposal, never widens it
         ({"amount": {"max": 50000}}, {"amount": {"max": 10000}}, {"amount": {"max": 10000}}),
         ({"amount": {"max": 500}}, {"amount": {"max": 10000}}, {"amount": {"max": 500}}),
     ],
@@ -653,7 +653,7 @@ def test_intersect_examples(a: Any, b: Any, expected: Any) -> None:
 
 
 def test_intersect_equal_numbers_across_types() -> None:
-    # checklist CN10 -- 1 and 1.0 are the same JSON number: not a contradiction
+    # §2.13 -- 1 and 1.0 are the same JSON number: not a contradiction
     for a, b in ((1, 1.0), (1.0, 1), (0, -0.0)):
         got = intersect({"f": a}, {"f": b})
         assert got is not None
@@ -661,7 +661,7 @@ def test_intersect_equal_numbers_across_types() -> None:
 
 
 def test_intersect_in_is_set_intersection() -> None:
-    # spec: CN12
+    # spec: §2.13
     got = intersect({"c": {"in": ["USD", "EUR", "GBP"]}}, {"c": {"in": ["JPY", "EUR", "USD"]}})
     assert got is not None
     assert set(got["c"]) == {"in"}
@@ -669,7 +669,7 @@ def test_intersect_in_is_set_intersection() -> None:
 
 
 def test_intersect_in_uses_json_equality() -> None:
-    # checklist CN10 -- true is not 1, 1 is 1.0
+    # §2.13 -- true is not 1, 1 is 1.0
     got = intersect({"f": {"in": [1, True, "1"]}}, {"f": {"in": [1.0]}})
     assert got is not None
     assert ok(got["f"], 1) and ok(got["f"], 1.0)
@@ -679,7 +679,7 @@ def test_intersect_in_uses_json_equality() -> None:
 
 
 def test_intersect_not_in_is_union() -> None:
-    # spec: CN12
+    # spec: §2.13
     got = intersect({"c": {"not_in": ["a"]}}, {"c": {"not_in": ["b", "a"]}})
     assert got is not None
     assert set(got["c"]) == {"not_in"}
@@ -689,7 +689,7 @@ def test_intersect_not_in_is_union() -> None:
 
 
 def test_intersect_empty_not_in_keeps_the_field_required() -> None:
-    # checklist Q28a -- {"not_in": []} still demands the field; intersecting must keep that
+    # §2.13 -- {"not_in": []} still demands the field; intersecting must keep that
     got = intersect({"c": {"not_in": []}}, {"c": {"not_in": []}})
     assert got is not None
     assert check(got, {}) != []
@@ -697,7 +697,7 @@ def test_intersect_empty_not_in_keeps_the_field_required() -> None:
 
 
 def test_intersect_in_with_not_in_and_bounds() -> None:
-    # spec: CN12, checklist Q28e
+    # spec: §2.13
     got = intersect({"f": {"in": ["a", "b", "c"]}}, {"f": {"not_in": ["a"]}})
     assert got is not None
     assert [x for x in ("a", "b", "c") if ok(got["f"], x)] == ["b", "c"]
@@ -709,7 +709,7 @@ def test_intersect_in_with_not_in_and_bounds() -> None:
 @pytest.mark.parametrize(
     ("a", "b"),
     [
-        # checklist CN12, Q28g -- empty/contradictory intersections are refused
+        # §2.13 -- empty/contradictory intersections are refused
         ({"f": {"min": 10}}, {"f": {"max": 5}}),
         ({"f": {"min": 0, "max": 1}}, {"f": {"min": 2, "max": 3}}),
         ({"f": {"in": ["a"]}}, {"f": {"in": ["b"]}}),
@@ -745,7 +745,7 @@ def test_intersect_contradictions(a: Any, b: Any) -> None:
 
 
 def test_intersect_pinned_value_not_excluded_is_kept() -> None:
-    # checklist CN10 -- not_in [true] does not exclude the number 1
+    # §2.13 -- not_in [true] does not exclude the number 1
     got = intersect({"f": {"min": 1, "max": 1}}, {"f": {"not_in": [True, "1", 2]}})
     assert got is not None
     assert ok(got["f"], 1)
@@ -757,7 +757,7 @@ def test_contradictory_constraints_is_a_value_error() -> None:
 
 
 def test_intersect_none_and_empty() -> None:
-    # spec: CN2 -- no constraints on either side is no constraint at all
+    # spec: §2.13 -- no constraints on either side is no constraint at all
     c = {"f": {"max": 1}}
     assert intersect(None, None) is None
     assert intersect({}, None) is None
@@ -961,30 +961,30 @@ def oracle_allows(c: dict[str, Any] | None, args: dict[str, Any]) -> bool:
 
 @given(c=constraint_sets())
 def test_generated_constraints_are_valid_grants(c: dict[str, Any]) -> None:
-    # the strategies produce exactly what parse() accepts (CN3-CN5, CN11), unchanged
+    # the strategies produce exactly what parse() accepts (§2.13), unchanged
     assert parse(c, capability(*FIELDS)) == (c or None)
 
 
 @given(c=constraint_sets(), data=st.data())
 def test_p1_soundness(c: dict[str, Any], data: Any) -> None:
-    # P1 spec: CN3, CN4, CN5, CN10; checklist Q28 -- an empty violation list means every
+    # §9.1 spec: §2.13 -- an empty violation list means every
     # operator's meaning holds, recomputed here from the spec's table
     args = data.draw(arguments_for(c))
     if check(c, args) != []:
         return
     for field, spec in c.items():
-        assert field in args  # Q28a
+        assert field in args  # §2.13
         value = args[field]
         key = jkey(value)
-        assert key is not None  # a finite JSON scalar (Q28c, Q28h)
+        assert key is not None  # a finite JSON scalar (§2.13)
         if not isinstance(spec, dict):
-            assert key == jkey(spec)  # CN3, CN10
+            assert key == jkey(spec)  # §2.13
             continue
         for op, bound in spec.items():
             if op in ("min", "max"):
-                assert key[0] == "number"  # a boolean or a string never passes (CN10)
+                assert key[0] == "number"  # a boolean or a string never passes (§2.13)
                 if op == "max":
-                    assert key[1] <= Fraction(bound)  # CN4, inclusive
+                    assert key[1] <= Fraction(bound)  # §2.13, inclusive
                 else:
                     assert key[1] >= Fraction(bound)
             elif op == "in":
@@ -995,7 +995,7 @@ def test_p1_soundness(c: dict[str, Any], data: Any) -> None:
 
 @given(c=constraint_sets(), data=st.data())
 def test_p2_completeness(c: dict[str, Any], data: Any) -> None:
-    # P2 spec: CN4 -- whatever the spec's table allows, check() allows
+    # §9.2 spec: §2.13 -- whatever the spec's table allows, check() allows
     args = data.draw(arguments_for(c))
     if oracle_allows(c, args):
         assert check(c, args) == []
@@ -1003,7 +1003,7 @@ def test_p2_completeness(c: dict[str, Any], data: Any) -> None:
 
 @given(c=constraint_sets(), data=st.data())
 def test_violation_list_matches_the_oracle(c: dict[str, Any], data: Any) -> None:
-    # spec: CN9, CN13 -- the exact list: one entry per violated operator, in constraint order,
+    # spec: §2.13 -- the exact list: one entry per violated operator, in constraint order,
     # "constraint" holding just that operator (or the exact value), "actual" the argument
     args = data.draw(arguments_for(c))
     assert check(c, args) == expected_violations(c, args)
@@ -1015,7 +1015,7 @@ def _accepts(c: dict[str, Any] | None, args: dict[str, Any]) -> bool:
 
 @given(pair=pairs, data=st.data())
 def test_p3_narrowing_never_widens(pair: Any, data: Any) -> None:
-    # P3 spec: §2.13 / CN8 "MUST NOT widen", CN12 -- the combination admits nothing either side
+    # §9.3 spec: §2.13, §5.3 "MUST NOT widen", §2.13 -- the combination admits nothing either side
     # refuses
     a, b = pair
     try:
@@ -1032,7 +1032,7 @@ def test_p3_narrowing_never_widens(pair: Any, data: Any) -> None:
 
 @given(pair=pairs, data=st.data())
 def test_p4_intersection_is_exact(pair: Any, data: Any) -> None:
-    # P4 spec: CN12 -- "tightest wins", but no tighter: what both allow, the combination allows,
+    # §9.4 spec: §2.13 -- "tightest wins", but no tighter: what both allow, the combination allows,
     # so a satisfiable pair is never refused as contradictory
     a, b = pair
     drawn = data.draw(arguments_for(a, b))
@@ -1071,8 +1071,8 @@ def satisfied_by(draw: Any, args: dict[str, Any]) -> dict[str, Any]:
 
 @given(args=arguments_for(), data=st.data())
 def test_p4_common_arguments_survive_intersection(args: dict[str, Any], data: Any) -> None:
-    # P4, aimed: two grants built around the same arguments always intersect to one that
-    # still admits them (CN12: a satisfiable combination is never "contradictory")
+    # §9.4, aimed: two grants built around the same arguments always intersect to one that
+    # still admits them (§2.13: a satisfiable combination is never "contradictory")
     a = data.draw(satisfied_by(args))
     b = data.draw(satisfied_by(args))
     assert parse(a, capability(*FIELDS)) == (a or None)  # the generator makes valid grants
@@ -1112,7 +1112,7 @@ def jointly_satisfiable(x: Any, y: Any) -> bool:
 
 @given(pair=pairs)
 def test_contradiction_iff_unsatisfiable(pair: Any) -> None:
-    # spec: CN12, checklist Q28g -- intersect refuses exactly the pairs that leave some shared
+    # spec: §2.13 -- intersect refuses exactly the pairs that leave some shared
     # field with no admissible value (and never a pair that some argument satisfies)
     a, b = pair
     shared = [f for f in a if f in b]
@@ -1127,7 +1127,7 @@ def test_contradiction_iff_unsatisfiable(pair: Any) -> None:
 
 @given(pair=pairs, data=st.data())
 def test_p5_intersection_is_symmetric(pair: Any, data: Any) -> None:
-    # P5 spec: CN12 -- agent ∩ server and server ∩ agent mean the same grant
+    # §9.5 spec: §2.13 -- agent ∩ server and server ∩ agent mean the same grant
     a, b = pair
     drawn = data.draw(arguments_for(a, b))
 
@@ -1143,7 +1143,7 @@ def test_p5_intersection_is_symmetric(pair: Any, data: Any) -> None:
 
 @given(pair=pairs)
 def test_intersection_is_a_valid_grant(pair: Any) -> None:
-    # spec: CN8, CN11, CN12 -- a combined grant is itself storable: it passes grant-time
+    # spec: §5.3, §2.13 -- a combined grant is itself storable: it passes grant-time
     # validation unchanged (no empty operator object, no min > max, no unknown operator)
     a, b = pair
     try:
@@ -1156,7 +1156,7 @@ def test_intersection_is_a_valid_grant(pair: Any) -> None:
 
 @given(c=constraint_sets(), junk=st.dictionaries(st.sampled_from(FIELDS), scalars, min_size=1))
 def test_intersection_with_itself_changes_nothing(c: dict[str, Any], junk: Any) -> None:
-    # spec: CN12 -- c ∩ c accepts exactly what c accepts (a satisfiable c is never contradictory)
+    # spec: §2.13 -- c ∩ c accepts exactly what c accepts (a satisfiable c is never contradictory)
     args = {**junk}
     try:
         same = intersect(c, c)
@@ -1186,7 +1186,7 @@ json_values = st.recursive(
     ),
 )
 def test_p6_check_never_raises(c: dict[str, Any], args: dict[str, Any]) -> None:
-    # P6 checklist CN10, Q28 -- any JSON-ish arguments against any valid grant: a list, no
+    # P6 §2.13 -- any JSON-ish arguments against any valid grant: a list, no
     # exception, nothing mutated, well-formed entries only
     before = copy.deepcopy((c, args))
     got = check(c, args)
@@ -1211,7 +1211,7 @@ def test_p6_check_never_raises(c: dict[str, Any], args: dict[str, Any]) -> None:
     ),
 )
 def test_unknown_operators_are_all_reported(c: dict[str, Any], extra: Any) -> None:
-    # spec: CN7 -- parse() and check() both refuse, naming every unknown operator, sorted
+    # spec: §2.13 -- parse() and check() both refuse, naming every unknown operator, sorted
     raw = {f: (dict(s) if isinstance(s, dict) else {}) for f, s in c.items()}
     for field, names in extra.items():
         raw.setdefault(field, {}).update(dict.fromkeys(names, 1))

@@ -1,7 +1,7 @@
 """Property tests for compact JWS parsing, token verification and thumbprints (spec §4).
 
-Checklist J1-J4 (EdDSA only, strict parsing), J10 (RFC 7638 thumbprints), J14/Q61 (``typ`` as a
-media type), J16/J18 (times), ER8 (every token failure is 401 ``invalid_jwt``).
+Spec §4.1 (EdDSA only, strict parsing), §4.2 (RFC 7638 thumbprints), §4.2 (``typ`` as a
+media type), §4.6 (times), §5.13 (every token failure is 401 ``invalid_jwt``).
 """
 
 from __future__ import annotations
@@ -264,7 +264,7 @@ def ascii_lower(text: str) -> str:
 
 
 def accepted(typ: Any, expected: str) -> bool:
-    """Q61: ASCII case-insensitive (RFC 7515 §4.1.9 media type), optional ``application/``."""
+    """§4.2: ASCII case-insensitive (RFC 7515 §4.1.9 media type), optional ``application/``."""
     return isinstance(typ, str) and ascii_lower(typ) in (expected, "application/" + expected)
 
 
@@ -383,7 +383,7 @@ def test_verification_of_arbitrary_text_is_invalid_jwt(token: str) -> None:
 
 
 def times_acceptable(iat_offset: int, lifetime: int) -> bool:
-    """J16/J18 with the defaults: 30 s skew, 60 s maximum lifetime."""
+    """§4.6 with the defaults: 30 s skew, 60 s maximum lifetime."""
     return 0 <= lifetime <= 60 and iat_offset <= 30 and iat_offset + lifetime + 30 >= 0
 
 

@@ -101,7 +101,7 @@ def sign_in(page: Any, server: str, username: str, password: str, next_path: str
 def test_user_approves_one_capability_and_denies_another(
     server: str, page: Any, django_user_model: Any
 ) -> None:
-    # spec: §7.1 device authorization; R21 partial approval; the agent's status reflects it.
+    # spec: §7.1 device authorization, §5.3 partial approval; the agent's status reflects it.
     django_user_model.objects.create_user("alice", "alice@example.com", "alice-password")
     client = AgentAuthClient(server)
     connection = client.register(
@@ -151,7 +151,7 @@ def test_user_approves_one_capability_and_denies_another(
 def test_webauthn_capability_with_a_virtual_authenticator(
     server: str, page: Any, django_user_model: Any
 ) -> None:
-    # spec: §8.11, S27, S28 — approving a write capability needs a user-verified assertion.
+    # spec: §8.11 — approving a write capability needs a user-verified assertion.
     django_user_model.objects.create_user("alice", "alice@example.com", "alice-password")
     cdp = page.context.new_cdp_session(page)
     cdp.send("WebAuthn.enable")

@@ -181,7 +181,7 @@ def authorization(auth: Mint | str | None, endpoint: Endpoint) -> str | None:
     if not isinstance(auth, Mint):
         return auth
     key = {"host": HOST_KEY, "stranger": STRANGER_KEY}.get(auth.key) or Keypair.generate()
-    # Registration needs an agent key in the token; other endpoints must ignore it (J7).
+    # Registration needs an agent key in the token; other endpoints must ignore it (§4.2).
     agent = Keypair.generate() if endpoint is REGISTER else None
     token = signed_host_token(key, claims=auth.claims, headers=auth.headers, agent=agent)
     return f"{auth.scheme} {token}"
@@ -225,7 +225,7 @@ def check_reply(response: Any, method: str, endpoint: Endpoint, header: str | No
         assert isinstance(body.get("error"), str), context
         assert ERROR_CODE.fullmatch(body["error"]), context
         assert isinstance(body.get("message"), str) and body["message"].strip(), context
-        assert "error_description" not in body, context  # ER1: message, not OAuth's name
+        assert "error_description" not in body, context  # §5.13: message, not OAuth's name
         if status == 401:
             assert body["error"] in ("invalid_jwt", "authentication_required"), context
             assert response.headers.get("WWW-Authenticate", "").startswith("AgentAuth "), context
@@ -726,7 +726,7 @@ def test_valid_token_fuzzed_body(
     client: Client, parties: dict[str, Any], endpoint: Endpoint
 ) -> None:
     """A fresh, valid host JWT per example: never a 401, whatever the body; the same token sent
-    again is a replay (401 invalid_jwt, J17) whatever the first answer was."""
+    again is a replay (401 invalid_jwt, §4.5.1 step 7) whatever the first answer was."""
     agent, foreign = parties["agent"], parties["foreign"]
 
     def check(case: tuple[Request, bool]) -> None:
@@ -780,7 +780,7 @@ def choice(valid: list[Any], invalid: list[Any] | st.SearchStrategy[Any]) -> Any
 
 
 offsets = st.integers(-20, 20) | st.floats(-20, 20)
-#: (iat, exp) relative to signing time, and whether the pair is acceptable (J15, J16, J18).
+#: (iat, exp) relative to signing time, and whether the pair is acceptable (§4.6).
 #: Float offsets stop one second short of the 60 s maximum: ``(t + d + 60) - (t + d)`` can
 #: round to a hair over 60.
 good_int_times = st.tuples(st.integers(-20, 20), st.integers(0, 60)).map(
@@ -864,7 +864,8 @@ def forgeries(draw: Any) -> Forgery:
 
 @pytest.mark.parametrize("endpoint", PROTECTED, ids=lambda e: e.name)
 def test_forged_claims(client: Client, parties: dict[str, Any], endpoint: Endpoint) -> None:
-    """Signed host JWTs with one or more bad members are 401 invalid_jwt (ER8, J4-J18); with
+    """Signed host JWTs with one or more bad members are 401 invalid_jwt (§5.13, §4.1, §4.2, §8.7);
+    with
     every member acceptable the request goes through."""
     agent = parties["agent"]
     bodies = {

@@ -58,8 +58,7 @@ def error_of(call: Any) -> ProtocolError:
 
 
 def test_support_agent_walk(issuer: str, live_server: Any, user: Any, tickets: Any) -> None:
-    # spec: H1, R14, C7, C13, C16, E1, E2, E4, E9, RC1, AP7, GR2, CN8, CN9, CN13, RS2; checklist
-    # Q1, Q6, Q43
+    # spec: §2.7, §7, §5.2, §2.12, §2.15, §5.12, §4.3, §7.1, §5.3, §2.13, §5.14
     low, low2, critical = tickets["low"], tickets["low2"], tickets["critical"]
     site = live_server.url
 
@@ -166,12 +165,12 @@ def test_support_agent_walk(issuer: str, live_server: Any, user: Any, tickets: A
     response = client_http.request("GET", f"{site}/support/tickets/{low2.pk}", token=token)
     assert response.status == 200
     assert response.body == {"data": low2.to_dict()}
-    # A JWT scoped to another capability does not open it (E4, S9).
+    # A JWT scoped to another capability does not open it (§2.15, §4.3).
     token = client.sign_agent_jwt(connection, capabilities=["ticket.close"])
     response = client_http.request("GET", f"{site}/support/tickets/{low2.pk}", token=token)
     exc = error_of(lambda: client_http.raise_for_error(response))
     assert exc.code == "capability_not_granted" and exc.status == 403
-    # No JWT: the challenge tells the agent where to start (RS1).
+    # No JWT: the challenge tells the agent where to start (§5.14).
     response = client_http.request("GET", f"{site}/support/tickets/{low2.pk}")
     assert response.status == 401 and response.body["error"] == "invalid_jwt"
     assert response.headers["www-authenticate"] == (
@@ -217,11 +216,11 @@ def test_support_agent_walk(issuer: str, live_server: Any, user: Any, tickets: A
 def test_capability_with_its_own_location(
     issuer: str, live_server: Any, user: Any, tickets: Any
 ) -> None:
-    # spec: E1, E2, C16, I2; checklist Q1, Q2, Q43 — ticket.escalate is served by a project view.
+    # spec: §2.15, §5.12, §2.12, §4.5, §4.3 — ticket.escalate is served by a project view.
     normal = tickets["normal"]
     host_key = Keypair.generate()
     # ticket.escalate and ticket.close are even host defaults: they still wait for a person,
-    # since only approval_strength="none" capabilities are ever auto-approved (spec §8.10, S24).
+    # since only approval_strength="none" capabilities are ever auto-approved (spec §8.10).
     run(
         "agentauth_create_host",
         "--jwk",

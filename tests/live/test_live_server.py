@@ -68,7 +68,7 @@ def grants_by_name(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def test_loopback_http_is_accepted_without_opt_in(live_server: Any) -> None:
-    # spec: D10 — plain http is tolerated only on loopback; live_server binds localhost.
+    # spec: §8.9 — plain http is tolerated only on loopback; live_server binds localhost.
     client = AgentAuthClient(live_server.url + "/api/auth")
     assert client.allow_insecure_http is False
     assert client.base_url.startswith("http://localhost:") or client.base_url.startswith(
@@ -77,7 +77,7 @@ def test_loopback_http_is_accepted_without_opt_in(live_server: Any) -> None:
 
 
 def test_acceptance_walk(make_client: ClientFactory, issuer: str, user: Any, settings: Any) -> None:
-    # spec: D1, D3, D4, D8, R14, R15, R20, AP3, AP7, ST3, HR1, HR2, HR3, HR5; checklist Q4, Q5, Q6
+    # spec: §5.1, §7, §2.8, §2.2.2, §7.1, §5.5, §5.10, §8.5, §4.5.1 step 8, §5.3
     # 1. Discovery.
     auto = make_client()
     doc = auto.discover()
@@ -94,7 +94,7 @@ def test_acceptance_walk(make_client: ClientFactory, issuer: str, user: Any, set
         assert doc["endpoints"][key] == path
         assert auto.endpoint(key) == issuer + path
 
-    # 2. An autonomous agent under the configured policy is active at once (checklist Q5).
+    # 2. An autonomous agent under the configured policy is active at once (§2.8).
     settings.AGENTAUTH_AUTONOMOUS_AUTO_APPROVE = ["check_balance"]
     bot = auto.register(
         "Deploy bot", mode="autonomous", capabilities=["check_balance"], host_name="CI runner"
@@ -113,7 +113,7 @@ def test_acceptance_walk(make_client: ClientFactory, issuer: str, user: Any, set
     assert auto_host.status == HostStatus.ACTIVE and auto_host.user_id is None
     assert auto_host.thumbprint == auto.host.thumbprint
 
-    # 3. A delegated agent from a host the server has never seen waits for a person (R15).
+    # 3. A delegated agent from a host the server has never seen waits for a person (§2.8).
     settings.AGENTAUTH_AUTONOMOUS_AUTO_APPROVE = None
     laptop = make_client(Keypair.generate())
     assert laptop.host.thumbprint != auto.host.thumbprint
@@ -137,7 +137,7 @@ def test_acceptance_walk(make_client: ClientFactory, issuer: str, user: Any, set
         issuer + "/device?code=" + approval["user_code"]
     )
     assert approval["interval"] == 1 and 0 < approval["expires_in"] <= 300
-    # A pending host may poll status (checklist Q4), and gets no access meanwhile.
+    # A pending host may poll status (§4.5.1 step 8), and gets no access meanwhile.
     assert laptop.status(helper)["status"] == "pending"
     assert Host.objects.get(pk=helper.host_id).status == HostStatus.PENDING
 
@@ -161,13 +161,13 @@ def test_acceptance_walk(make_client: ClientFactory, issuer: str, user: Any, set
     assert laptop_host.status == HostStatus.ACTIVE and laptop_host.user_id == user.pk
 
     # 5. The host is now linked: a second delegated agent is active at once, but a capability
-    # outside the host's defaults still waits, so an approval comes back (checklist Q6).
+    # outside the host's defaults still waits, so an approval comes back (§5.3).
     second = laptop.register("Second helper", capabilities=["check_balance"])
     assert second.status == "active"
     assert second.grants == [{"capability": "check_balance", "status": "pending"}]
     assert second.approval is not None and USER_CODE.match(second.approval["user_code"])
 
-    # 6. The host revokes itself; every agent under it goes with it (HR2, HR3).
+    # 6. The host revokes itself; every agent under it goes with it (§8.5, §5.10).
     result = laptop.revoke_host()
     assert result == {"host_id": helper.host_id, "status": "revoked", "agents_revoked": 2}
     assert set(Agent.objects.filter(host_id=helper.host_id).values_list("status", flat=True)) == {
@@ -184,7 +184,7 @@ def test_acceptance_walk(make_client: ClientFactory, issuer: str, user: Any, set
 
 
 def test_discovery_from_the_site_root_resolves_to_the_issuer(live_server: Any, issuer: str) -> None:
-    # spec: D2, D4; checklist Q56 — a client given the bare origin ends up on the issuer.
+    # spec: §6.2.3, §5.1 — a client given the bare origin ends up on the issuer.
     client = AgentAuthClient(live_server.url)
     assert client.issuer == issuer
     assert client.endpoint("register") == issuer + "/agent/register"
@@ -196,7 +196,7 @@ def test_discovery_from_the_site_root_resolves_to_the_issuer(live_server: Any, i
 def test_pending_registration_retry_is_idempotent_over_the_wire(
     make_client: ClientFactory, user: Any
 ) -> None:
-    # spec: R13, AP9; checklist Q12
+    # spec: §5.3, §7.1
     client = make_client()
     agent_key = Keypair.generate()
     body = {"name": "Retrying agent", "capabilities": ["check_balance"]}
@@ -233,7 +233,7 @@ def test_pending_registration_retry_is_idempotent_over_the_wire(
 
 
 def test_partial_approval_with_capability_option(make_client: ClientFactory, user: Any) -> None:
-    # spec: GR2, GR3, GR4, ST3; checklist Q8 (per-capability deny keeps the agent active)
+    # spec: §5.3, §5.5, §7.1 (per-capability deny keeps the agent active)
     client = make_client()
     connection = client.register("Careful agent", capabilities=["check_balance", "transfer"])
     assert connection.status == "pending"
@@ -257,7 +257,7 @@ def test_partial_approval_with_capability_option(make_client: ClientFactory, use
 def test_constraints_chosen_by_the_approver_reach_the_wire(
     make_client: ClientFactory, user: Any
 ) -> None:
-    # spec: GR2, R25, CN8 — the grant carries the effective (approved) constraints.
+    # spec: §5.3, §2.13 — the grant carries the effective (approved) constraints.
     client = make_client()
     connection = client.register(
         "Constrained agent",
@@ -272,7 +272,7 @@ def test_constraints_chosen_by_the_approver_reach_the_wire(
 def test_deny_from_an_unknown_host_rejects_the_host_too(
     make_client: ClientFactory, user: Any
 ) -> None:
-    # spec: AP10, R17; checklist Q8 — denying a new host's first connection rejects both.
+    # spec: §7.1, §2.11 — denying a new host's first connection rejects both.
     client = make_client()
     connection = client.register("Unwanted", capabilities=["check_balance"])
     summary = approve(connection.agent_id, "--deny")
@@ -290,13 +290,13 @@ def test_deny_from_an_unknown_host_rejects_the_host_too(
 def test_deny_under_an_approved_host_shows_rejected_in_status(
     make_client: ClientFactory, user: Any
 ) -> None:
-    # spec: ST3, AP7, AP10; checklist Q8 — the host stays usable, the agent is rejected.
+    # spec: §5.5, §7.1 — the host stays usable, the agent is rejected.
     client = make_client()
     kept = client.register("Kept", capabilities=["check_balance"])
     dropped = client.register("Dropped", capabilities=["transfer"])
     assert kept.status == dropped.status == "pending"
     approve(kept.agent_id)
-    # Approving the host's first agent does not approve the other pending one (R16).
+    # Approving the host's first agent does not approve the other pending one (§2.11).
     assert client.status(dropped)["status"] == "pending"
     approve(dropped.agent_id, "--deny")
     body = client.status(dropped)
@@ -307,7 +307,7 @@ def test_deny_under_an_approved_host_shows_rejected_in_status(
 
 
 def test_wait_for_approval_returns_once_approved(make_client: ClientFactory, user: Any) -> None:
-    # spec: AP6, AP7, ST4 — polls status at >= the server's interval until it leaves pending.
+    # spec: §12.1, §7.1, §5.3 — polls status at >= the server's interval until it leaves pending.
     waits: list[float] = []
     connection: AgentConnection | None = None
 
@@ -326,14 +326,14 @@ def test_wait_for_approval_returns_once_approved(make_client: ClientFactory, use
     assert body["status"] == "active"
     assert grants_by_name(body)["check_balance"]["status"] == "active"
     assert connection.status == "active" and connection.active_capabilities == ["check_balance"]
-    # Two polls; the client never waited less than the approval's interval (AP3 ``interval``).
+    # Two polls; the client never waited less than the approval's interval (§7 ``interval``).
     assert waits == [1.0, 1.0]
 
 
 def test_wait_for_named_capabilities_returns_their_denial(
     make_client: ClientFactory, user: Any
 ) -> None:
-    # spec: AP7, AP10, AP14 — real sleeps: waiting on named grants ends when they leave
+    # spec: §7.1, §7.2 — real sleeps: waiting on named grants ends when they leave
     # ``pending``, and a denial is returned as the final body, not raised or retried.
     client = make_client()
     kept = client.register("Kept", capabilities=["check_balance"])

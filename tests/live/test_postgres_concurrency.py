@@ -56,7 +56,7 @@ def test_backend_is_postgresql() -> None:
 
 
 def test_one_jti_is_accepted_once_under_concurrency() -> None:
-    # spec: J17, S5 — the database guard is atomic across connections.
+    # spec: §4.5.1 step 7, §8.2 — the database guard is atomic across connections.
     _host, key = make_host()
     token = host_token(key)
     results = run_together(8, lambda i: tokens.verify_host_jwt(token))
@@ -67,7 +67,7 @@ def test_one_jti_is_accepted_once_under_concurrency() -> None:
 
 
 def test_concurrent_first_registrations_make_one_host_and_one_agent(client: Any) -> None:
-    # spec: R13 (idempotency) with a dynamic host (R15) racing itself.
+    # spec: §5.3 (idempotency) with a dynamic host (§2.8) racing itself.
     from django.test import Client
 
     host_key, agent_key = Keypair.generate(), Keypair.generate()
@@ -90,7 +90,7 @@ def test_concurrent_first_registrations_make_one_host_and_one_agent(client: Any)
 
 
 def test_approval_racing_host_revocation_never_revives(user: Any) -> None:
-    # spec: S11, RV4 — whichever commits first, the agent ends revoked.
+    # spec: §8.5, §5.7 — whichever commits first, the agent ends revoked.
     for _ in range(20):
         host, _ = make_host(user=user)
         agent, _ = make_agent(host, status=AgentStatus.PENDING)
@@ -107,7 +107,7 @@ def test_approval_racing_host_revocation_never_revives(user: Any) -> None:
 
 
 def test_double_revoke_counts_once() -> None:
-    # checklist Q49: agents_revoked counts only agents this call moved.
+    # §5.7: agents_revoked counts only agents this call moved.
     host, _ = make_host()
     for _ in range(4):
         make_agent(host)

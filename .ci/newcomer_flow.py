@@ -50,6 +50,10 @@ decided = browser.post(
         "action": "approve",
         "capabilities": ["ticket.read"],
         "csrfmiddlewaretoken": csrf(approve_page.content),
+        # The digest of what the page showed, sent back as the browser's form does (spec §8.10).
+        "shown": re.search(rb'name="shown" value="([^"]+)"', approve_page.content)
+        .group(1)
+        .decode(),
     },
 )
 assert decided.status_code == 200, decided.content

@@ -1,7 +1,7 @@
 """``agentauth.client`` against the TypeScript reference server (Better Auth + agent-auth).
 
 Skipped unless ``AGENTAUTH_TEST_REFERENCE_URL`` names a running reference server (its origin,
-e.g. ``http://127.0.0.1:4100``); ``.ci/run`` copies /work/shared/peer/reference-server to a
+e.g. ``http://127.0.0.1:4100``); ``.ci/run`` copies ../shared/peer/reference-server to a
 temporary directory, starts it on a free port and runs this tier. Nothing here touches our
 server: it checks that our client speaks the protocol to another implementation.
 

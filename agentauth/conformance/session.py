@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from agentauth.client import Keypair, sign_agent_jwt, sign_host_jwt
 from agentauth.client import http as client_http
+from agentauth.client.client import DEFAULT_ENDPOINTS
 from agentauth.client.urls import resolve_endpoint
 from agentauth.errors import ProtocolError
 
@@ -21,21 +22,6 @@ from .approvers import ApprovalFailed, Approver
 from .model import Failed, Skipped
 
 DISCOVERY_PATH = "/.well-known/agent-configuration"
-#: Paths of the §5.1 example, used only when discovery leaves an endpoint out.
-DEFAULT_ENDPOINTS = {
-    "register": "/agent/register",
-    "capabilities": "/capability/list",
-    "describe_capability": "/capability/describe",
-    "execute": "/capability/execute",
-    "request_capability": "/agent/request-capability",
-    "status": "/agent/status",
-    "reactivate": "/agent/reactivate",
-    "revoke": "/agent/revoke",
-    "revoke_host": "/host/revoke",
-    "rotate_key": "/agent/rotate-key",
-    "rotate_host_key": "/host/rotate-key",
-    "introspect": "/agent/introspect",
-}
 #: How long to wait for an agent to turn active after the approver returned.
 APPROVAL_WAIT = 30.0
 

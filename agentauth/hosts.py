@@ -7,13 +7,13 @@ from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from . import agents, audit, keys, signals
 from .capabilities import registry
 from .conf import app_settings
-from .errors import ProtocolError, invalid_request
+from .errors import ProtocolError, invalid_jwt, invalid_request
 from .models import (
     LIVE_GRANT_STATES,
     NON_TERMINAL_AGENT_STATES,
@@ -221,4 +221,30 @@ def rotate_host_key(host: Host, new_jwk: Any) -> Host:
         transaction.on_commit(
             lambda: signals.key_rotated.send(sender=Host, agent=None, host=host, actor_type="host")
         )
+    return host
+
+
+def adopt_jwks_key(host: Host, iss: str) -> Host:
+    """A JWKS host signed with a new key (found by URL, signature verified): ``iss`` becomes
+    its identifier; the old one serves agent JWTs for one JWKS refresh interval (spec §8.7)."""
+    until = timezone.now() + timedelta(seconds=app_settings.JWKS_REFRESH_INTERVAL)
+    old = host.thumbprint
+    try:
+        with transaction.atomic():
+            moved = Host.objects.filter(pk=host.pk, thumbprint=old).update(
+                thumbprint=iss, previous_thumbprint=old, previous_thumbprint_until=until
+            )
+    except IntegrityError:  # the new key already identifies another host
+        raise invalid_jwt("That key already identifies another host") from None
+    if moved:
+        audit.record(
+            "host.key_rotated",
+            actor_type="host",
+            actor_id=host.pk,
+            host=host,
+            old_thumbprint=old,
+            new_thumbprint=iss,
+            via="jwks",
+        )
+    host.refresh_from_db()
     return host

@@ -11,14 +11,13 @@ from __future__ import annotations
 import time
 from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
-from django.db import IntegrityError, transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
-from . import agents, audit, clocks, jwks, jws, keys, ratelimit, replay
+from . import agents, clocks, hosts, jwks, jws, keys, ratelimit, replay
 from .conf import app_settings
 from .errors import ProtocolError, invalid_jwt
 from .models import Agent, AgentStatus, Host, HostStatus
@@ -206,7 +205,7 @@ def verify_host_jwt(
         if host.thumbprint != iss and host.previous_thumbprint != iss:
             # (The key it rotated away from may stay published for a while, spec §8.7: using
             # it is accepted, but does not turn the identifier back.)
-            host = _adopt_rotated_key(host, iss)
+            host = hosts.adopt_jwks_key(host, iss)
         now = timezone.now()
         # Informational (spec §3.1): one write per half minute, not one per request.
         if host.last_used_at is None or (now - host.last_used_at).total_seconds() >= 30:
@@ -225,32 +224,6 @@ def _jwks_host_key(url: str, header: dict[str, Any], iss: str) -> dict[str, str]
     if keys.thumbprint(public_key) != iss:
         raise invalid_jwt("JWT iss is not the thumbprint of the JWKS key its kid selects")
     return public_key
-
-
-def _adopt_rotated_key(host: Host, iss: str) -> Host:
-    """A JWKS host signed with a new key (found by URL, signature verified): ``iss`` becomes
-    its identifier; the old one serves agent JWTs for one JWKS refresh interval (spec §8.7)."""
-    until = timezone.now() + timedelta(seconds=app_settings.JWKS_REFRESH_INTERVAL)
-    old = host.thumbprint
-    try:
-        with transaction.atomic():
-            moved = Host.objects.filter(pk=host.pk, thumbprint=old).update(
-                thumbprint=iss, previous_thumbprint=old, previous_thumbprint_until=until
-            )
-    except IntegrityError:  # the new key already identifies another host
-        raise invalid_jwt("That key already identifies another host") from None
-    if moved:
-        audit.record(
-            "host.key_rotated",
-            actor_type="host",
-            actor_id=host.pk,
-            host=host,
-            old_thumbprint=old,
-            new_thumbprint=iss,
-            via="jwks",
-        )
-    host.refresh_from_db()
-    return host
 
 
 def verify_agent_jwt(

@@ -37,6 +37,7 @@ from .. import agents, approvals, hosts, webauthn
 from ..capabilities import registry
 from ..errors import ProtocolError
 from ..models import (
+    TERMINAL_AGENT_STATES,
     Agent,
     AgentMode,
     AgentStatus,
@@ -364,27 +365,31 @@ def connected(request: HttpRequest) -> HttpResponse:
     )
 
 
+def _owned_target(request: HttpRequest) -> tuple[str, Any]:
+    """The action posted from the connected-apps page and the signed-in person's own agent or
+    host it names; anything else (another person's, unknown, no such action) is refused."""
+    action, target = request.POST.get("action"), request.POST.get("id", "")
+    model: Any = {"revoke_agent": Agent, "revoke_host": Host, "unlink_host": Host}.get(action or "")
+    obj = model.objects.filter(pk=target, user=request.user).first() if model else None
+    if obj is None:
+        raise PermissionDenied
+    return str(action), obj
+
+
 def _confirmation(request: HttpRequest) -> HttpResponse:
     """What the switch will do, in plain words, with the one button that does it."""
-    action, target = request.POST.get("action"), request.POST.get("id", "")
-    user: Any = request.user
+    action, target = _owned_target(request)
     if action == "revoke_agent":
-        agent = Agent.objects.filter(pk=target, user=user).first()
-        if agent is None:
-            raise PermissionDenied
+        agent = target
         question = _("Revoke %(name)s?") % {"name": agent.name}
         consequence = _(
             "It stops working at once and cannot be turned back on. The application can "
             "connect a new agent, which you would approve again."
         )
         button = _("Revoke")
-    elif action in ("revoke_host", "unlink_host"):
-        host = Host.objects.filter(pk=target, user=user).first()
-        if host is None:
-            raise PermissionDenied
-        count = host.agents.exclude(
-            status__in=(AgentStatus.REVOKED, AgentStatus.REJECTED, AgentStatus.CLAIMED)
-        ).count()
+    else:
+        host = target
+        count = host.agents.exclude(status__in=TERMINAL_AGENT_STATES).count()
         label = host.name or _("Unnamed application")
         if action == "revoke_host":
             question = _("Disconnect %(name)s?") % {"name": label}
@@ -400,8 +405,6 @@ def _confirmation(request: HttpRequest) -> HttpResponse:
                 "longer acts for you. It can ask to be linked again."
             ) % {"count": count}
             button = _("Unlink")
-    else:
-        raise PermissionDenied
     return render_page(
         request,
         "agentauth/confirm.html",
@@ -410,24 +413,20 @@ def _confirmation(request: HttpRequest) -> HttpResponse:
             "consequence": consequence,
             "button": button,
             "action": action,
-            "target": target,
+            "target": target.pk,
         },
     )
 
 
 def _connected_action(request: HttpRequest) -> None:
-    action, target = request.POST.get("action"), request.POST.get("id", "")
+    action, target = _owned_target(request)
     user: Any = request.user
     if action == "revoke_agent":
-        agent = Agent.objects.filter(pk=target, user=user).first()
-        if agent is None:
-            raise PermissionDenied
+        agent = target
         agents.revoke_agent(agent, actor_type="user", actor_id=str(user.pk))
         messages.success(request, _("Revoked %(name)s.") % {"name": agent.name})
-    elif action in ("revoke_host", "unlink_host"):
-        host = Host.objects.filter(pk=target, user=user).first()
-        if host is None:
-            raise PermissionDenied
+    else:
+        host = target
         label = host.name or host.pk
         if action == "revoke_host":
             count = hosts.revoke_host(host, actor_type="user", actor_id=str(user.pk))
@@ -443,5 +442,3 @@ def _connected_action(request: HttpRequest) -> None:
                 _("Unlinked %(name)s; %(count)d agent(s) revoked.")
                 % {"name": label, "count": len(revoked)},
             )
-    else:
-        raise PermissionDenied

@@ -204,6 +204,12 @@ class Session:
             "reason": "Agent Auth conformance run",
         }
         resp = self.register(host, key, body)
+        if resp.status == 429:
+            raise Failed(
+                f"registration answered 429: {str(resp.body)[:200]}; the checker registers each "
+                "agent under a new host from one address, so raise the server's limit on new "
+                "hosts for the run (django-agentauth: register_unknown_host)"
+            )
         if not resp.ok or not isinstance(resp.body, dict):
             raise Failed(f"registration answered {resp.status}: {str(resp.body)[:300]}")
         b = resp.body

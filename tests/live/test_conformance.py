@@ -121,6 +121,40 @@ def test_without_an_approver_approval_checks_are_skipped_with_the_reason(server:
     assert results["lifecycle.revoke"].outcome is Outcome.SKIP
 
 
+def test_a_rate_limited_registration_says_which_limit_to_raise(server: str, settings: Any) -> None:
+    # The checker registers every agent under a new host from one address; a server that keeps
+    # §8.13's limit on unknown hosts refuses it part way, and the report must say why.
+    from django.core.cache import cache
+
+    cache.clear()
+    settings.AGENTAUTH_RATE_LIMITS = {"register_unknown_host": "1/hour"}
+    try:
+        results = by_id(run(server, approver=operator_approver, only="registration."))
+    finally:
+        cache.clear()
+    approved = results["registration.approved"]
+    assert approved.outcome is Outcome.FAIL
+    assert "429" in approved.detail and "raise the server's limit" in approved.detail
+
+
+def test_conformance_settings_raise_only_the_unknown_host_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # .ci/run serves the example with these settings; nothing else may differ from the example.
+    import importlib
+
+    monkeypatch.setenv("DJANGO_SECRET_KEY", "only-for-this-import")
+    example = importlib.import_module("example_project.settings")
+    conformance = importlib.import_module("example_project.settings_conformance")
+
+    def names(module: Any) -> dict[str, Any]:
+        return {k: v for k, v in vars(module).items() if k.isupper()}
+
+    differ = {k for k in names(conformance) if names(conformance)[k] != names(example).get(k)}
+    assert differ == {"AGENTAUTH_RATE_LIMITS"}
+    assert conformance.AGENTAUTH_RATE_LIMITS == {"register_unknown_host": "1000/hour"}
+
+
 @pytest.fixture
 def silent_server() -> Iterator[str]:
     """Accepts connections and never answers."""

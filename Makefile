@@ -34,8 +34,10 @@ $(DEMO_STAMP): pyproject.toml
 	touch $(DEMO_STAMP)
 
 ## test: run the test suite (PYTEST_ARGS="-k replay -x" to narrow it)
+# PYTEST_WORKERS: pytest-xdist processes (auto = one per core; 0 = all in this process).
+PYTEST_WORKERS ?= auto
 test: venv
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/ruff check .

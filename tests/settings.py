@@ -90,12 +90,31 @@ if _database_url:
 else:
     DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
 
+def _redis_for_worker(url: str, worker: str) -> str:
+    """Under pytest-xdist, worker ``gwN`` uses database ``base + N`` of the Redis at ``url``.
+
+    Tests empty the cache (``cache.clear()`` is ``FLUSHDB`` on Redis), so workers sharing one
+    database would clear each other's rate-limit counters and replay markers mid-test.
+    """
+    if not worker:
+        return url
+    parts = urlsplit(url)
+    base = int(parts.path.lstrip("/") or 0)
+    db = base + int(worker.removeprefix("gw"))
+    if db > 15:
+        raise ValueError(
+            f"AGENTAUTH_TEST_REDIS_URL: worker {worker} would need Redis database {db}; "
+            "use a lower base database or fewer workers (PYTEST_WORKERS)"
+        )
+    return parts._replace(path=f"/{db}").geturl()
+
+
 _redis_url = os.environ.get("AGENTAUTH_TEST_REDIS_URL")
 if _redis_url:
     CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": _redis_url,
+            "LOCATION": _redis_for_worker(_redis_url, os.environ.get("PYTEST_XDIST_WORKER", "")),
             "KEY_PREFIX": "agentauth-tests",
         }
     }

@@ -198,6 +198,17 @@ def register(verified: VerifiedHost, req: RegistrationRequest) -> Registered:
     Returns the agent, its grants and the approval request opened for a person, if any.
     """
     agent_key = agent_key_from_claims(verified)
+    try:
+        return _register(verified, req, agent_key)
+    except IntegrityError:
+        # A concurrent registration of the same host and agent key committed its agent first
+        # (the unique key refused ours and the transaction rolled back, with nothing written).
+        # Run again: this time the agent is there and the request is answered as a retry. No
+        # savepoint around the insert, so the common case saves two round trips.
+        return _register(verified, req, agent_key)
+
+
+def _register(verified: VerifiedHost, req: RegistrationRequest, agent_key: AgentKey) -> Registered:
     agent_tp = agent_key.thumbprint
     now = timezone.now()
     with transaction.atomic():
@@ -225,13 +236,7 @@ def register(verified: VerifiedHost, req: RegistrationRequest) -> Registered:
         clocks.set_absolute_deadline(agent)
         if agent_status == AgentStatus.ACTIVE:
             clocks.activate(agent, now)
-        try:
-            with transaction.atomic():
-                agent.save(force_insert=True)
-        except IntegrityError:
-            # A concurrent retry with the same key created it first: answer as a retry.
-            existing = Agent.objects.select_for_update().get(host=host, thumbprint=agent_tp)
-            return _retry(existing, req)
+        agent.save(force_insert=True)
         grants = CapabilityGrant.objects.bulk_create(
             [
                 CapabilityGrant(

@@ -1,4 +1,4 @@
-"""CPU and PostgreSQL round trips per warm execute, measured inside one Django process.
+"""CPU and PostgreSQL round trips per warm execute (or registration), inside one Django process.
 
     .venv/bin/python -m benchmarks.profile_execute --db postgres://postgres@127.0.0.1:5432/agentauth_bench
 
@@ -7,8 +7,10 @@ with a ``ticket.read`` grant and a ticket, then calls the WSGI application direc
 server, no network client) ``--calls`` times with a freshly signed agent JWT each, after
 ``--warmup`` untimed calls. Reports the process CPU per call (``time.process_time``, signing
 excluded), the round trips per call (``agentauth.testing.roundtrips``) and, with ``--profile``,
-the top of a cProfile. The same machine-noise caveats as the load benchmark apply; compare runs
-made one after another.
+the top of a cProfile. ``--flow register`` measures ``POST /agent/register`` instead: the known
+host registers a new autonomous agent asking for ``ticket.read`` (auto-approved, as in
+``benchmarks/settings.py``), with a fresh agent key and host JWT per call, as ``load.py`` does.
+The same machine-noise caveats as the load benchmark apply; compare runs made one after another.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--replay-guard", choices=("database", "cache"), default="database")
+    parser.add_argument("--flow", choices=("execute", "register"), default="execute")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/9")
     parser.add_argument("--profile", action="store_true", help="print the top of a cProfile")
     parser.add_argument("--sort", default="cumulative", help="pstats sort key")
@@ -58,9 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     from django.core.management import call_command
     from django.core.wsgi import get_wsgi_application
 
+    from agentauth.client.identity import Keypair
     from agentauth.conf import app_settings
     from agentauth.models import AgentMode
-    from agentauth.testing import agent_token, make_agent, make_host
+    from agentauth.testing import agent_token, host_token, make_agent, make_host
     from agentauth.testing.roundtrips import count_round_trips
     from example_project.support.models import Ticket
 
@@ -72,11 +76,23 @@ def main(argv: list[str] | None = None) -> int:
     ticket = Ticket.objects.create(subject="Printer on fire", body="profile_execute")
     host, _ = make_host()
     agent, key = make_agent(host, mode=AgentMode.AUTONOMOUS, grants=["ticket.read"])
-    body = json.dumps({"capability": "ticket.read", "arguments": {"ticket_id": str(ticket.pk)}})
-    payload = body.encode()
     app = get_wsgi_application()
-    audience = app_settings.DEFAULT_LOCATION
-    path = "/api/auth/capability/execute"
+    if args.flow == "execute":
+        body = {"capability": "ticket.read", "arguments": {"ticket_id": str(ticket.pk)}}
+        path = "/api/auth/capability/execute"
+    else:
+        body = {"name": "bench-agent", "mode": "autonomous", "capabilities": ["ticket.read"]}
+        path = "/api/auth/agent/register"
+    payload = json.dumps(body).encode()
+    host_key = Keypair.generate()
+    jwk = {**host_key.public_jwk, "kid": host_key.thumbprint}
+
+    def new_token() -> str:
+        if args.flow == "execute":
+            return agent_token(agent, key, audience=app_settings.DEFAULT_LOCATION)
+        return host_token(
+            host_key, agent_public_key=Keypair.generate(), extra_claims={"host_public_key": jwk}
+        )
 
     def environ(token: str) -> dict[str, Any]:
         return {
@@ -111,9 +127,9 @@ def main(argv: list[str] | None = None) -> int:
         b"".join(response)
         response.close()
 
-    for _ in range(args.warmup):
-        call(agent_token(agent, key, audience=audience))
-    tokens = [agent_token(agent, key, audience=audience) for _ in range(args.calls)]
+    for _ in range(max(args.warmup, 1)):  # the first registration makes the host known
+        call(new_token())
+    tokens = [new_token() for _ in range(args.calls)]
     statuses.clear()
     profiler = cProfile.Profile(time.process_time) if args.profile else None
     cpu0, wall0 = time.process_time(), time.perf_counter()
@@ -126,8 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     cpu = time.process_time() - cpu0
     wall = time.perf_counter() - wall0
     with count_round_trips() as trips:
-        call(agent_token(agent, key, audience=audience))
+        call(new_token())
     result = {
+        "flow": args.flow,
         "replay_guard": args.replay_guard,
         "calls": args.calls,
         "statuses": statuses,

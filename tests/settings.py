@@ -90,6 +90,7 @@ if _database_url:
 else:
     DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
 
+
 def _redis_for_worker(url: str, worker: str) -> str:
     """Under pytest-xdist, worker ``gwN`` uses database ``base + N`` of the Redis at ``url``.
 

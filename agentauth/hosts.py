@@ -234,17 +234,24 @@ def adopt_jwks_key(host: Host, iss: str) -> Host:
             moved = Host.objects.filter(pk=host.pk, thumbprint=old).update(
                 thumbprint=iss, previous_thumbprint=old, previous_thumbprint_until=until
             )
+            if moved:
+                # As for a rotation through the endpoint: audited with the change, announced
+                # (``signals.key_rotated``) once it is committed.
+                audit.record(
+                    "host.key_rotated",
+                    actor_type="host",
+                    actor_id=host.pk,
+                    host=host,
+                    old_thumbprint=old,
+                    new_thumbprint=iss,
+                    via="jwks",
+                )
+                transaction.on_commit(
+                    lambda: signals.key_rotated.send(
+                        sender=Host, agent=None, host=host, actor_type="host"
+                    )
+                )
     except IntegrityError:  # the new key already identifies another host
         raise invalid_jwt("That key already identifies another host") from None
-    if moved:
-        audit.record(
-            "host.key_rotated",
-            actor_type="host",
-            actor_id=host.pk,
-            host=host,
-            old_thumbprint=old,
-            new_thumbprint=iss,
-            via="jwks",
-        )
     host.refresh_from_db()
     return host

@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
+from agentauth import signals
 from agentauth.client.tokens import sign_agent_jwt
-from agentauth.models import Agent, Host
+from agentauth.models import Agent, AuditEvent, Host
 from agentauth.testing import Keypair, host_token
 from tests.conftest import ISSUER, Api, assert_error
 from tests.domain.test_jwks import https_server, pki, srv, url  # noqa: F401 (fixtures)
@@ -203,8 +204,16 @@ def test_jwks_agent_does_not_rotate_through_the_endpoint(api: Api, world: World)
     assert_error(reply, 400, "invalid_request")
 
 
-def test_jwks_host_rotation(api: Api, world: World) -> None:
+def test_jwks_host_rotation(
+    api: Api, world: World, django_capture_on_commit_callbacks: Any
+) -> None:
     # spec §4.5.1 step 4, §8.7: the next key is published first, then used.
+    rotated: list[Any] = []
+
+    def on_rotation(sender: Any, **kwargs: Any) -> None:
+        rotated.append(kwargs)
+
+    signals.key_rotated.connect(on_rotation)
     new = Keypair.generate()
     world.publish_host(world.host, new)
     agent = register(api, world)
@@ -217,13 +226,24 @@ def test_jwks_host_rotation(api: Api, world: World) -> None:
     stray = world.agent_jwt(agent, host_thumbprint=Keypair.generate().thumbprint)
     assert_error(execute(api, stray), 401, "invalid_jwt")
 
-    reply = api.get("/agent/status", token=world.host_jwt(new), agent_id=agent.pk)
-    assert reply.status == 200, reply.body
-    host = Host.objects.get()
-    assert (host.thumbprint, host.previous_thumbprint) == (new.thumbprint, old)
-    # The old key, still published, is accepted but does not turn the identifier back.
-    assert api.get("/agent/status", token=world.host_jwt(), agent_id=agent.pk).status == 200
-    assert Host.objects.get().thumbprint == new.thumbprint
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            reply = api.get("/agent/status", token=world.host_jwt(new), agent_id=agent.pk)
+        assert reply.status == 200, reply.body
+        host = Host.objects.get()
+        assert (host.thumbprint, host.previous_thumbprint) == (new.thumbprint, old)
+        # The old key, still published, is accepted but does not turn the identifier back.
+        with django_capture_on_commit_callbacks(execute=True):
+            reply = api.get("/agent/status", token=world.host_jwt(), agent_id=agent.pk)
+        assert reply.status == 200
+        assert Host.objects.get().thumbprint == new.thumbprint
+    finally:
+        signals.key_rotated.disconnect(on_rotation)
+    # One rotation: one audit row and one signal, as through POST /host/rotate-key.
+    assert AuditEvent.objects.filter(kind="host.key_rotated", host_id=host.pk).count() == 1
+    assert [(r["host"].pk, r["agent"], r["actor_type"]) for r in rotated] == [
+        (host.pk, None, "host")
+    ]
 
 
 def test_unpublished_key_cannot_rotate_a_jwks_host(api: Api, world: World) -> None:

@@ -183,11 +183,15 @@ def prepare_ours(env: dict[str, str]) -> str:
 
 
 def start_ours(port: int, env: dict[str, str], workers: int, worker_class: str = "sync") -> Process:
-    """gunicorn with ``workers`` sync workers (or uvicorn workers for ``worker_class="asgi"``)."""
+    """gunicorn with ``workers`` sync workers, or gthread workers of 4 threads each (which keep
+    connections alive: a sync worker closes the client's connection after every response), or
+    uvicorn workers for ``worker_class="asgi"``."""
     binary = Path(sys.executable).with_name("gunicorn")
     command = [str(binary)] if binary.exists() else [sys.executable, "-m", "gunicorn"]
     app = "example_project.wsgi:application"
     extra = ["--worker-class", "sync", "--threads", "1"]
+    if worker_class == "gthread":
+        extra = ["--worker-class", "gthread", "--threads", "4", "--keep-alive", "5"]
     if worker_class == "asgi":
         app = "example_project.asgi:application"
         extra = ["--worker-class", "uvicorn.workers.UvicornWorker"]

@@ -13,6 +13,8 @@ else comes from ``/.well-known/agent-configuration``:
 3. ``execute``: K agents are registered (untimed); N threads for D seconds execute the capability
    with a freshly signed agent JWT per call (``aud`` = ``default_location``), thread *i* using
    agents *i*, *i+N*, ... Success: 200 with ``data``.
+4. ``discovery`` (only when asked for): N threads GET the discovery document. No key, no
+   database: the floor of the server's stack, to tell its own cost from the protocol work's.
 
 The same code is imported by ``benchmarks.compare``, which runs several servers in one run.
 Traffic goes to loopback only; every loop is bounded by time and by count.
@@ -59,6 +61,9 @@ class SetupError(RuntimeError):
 # --- the server, as its discovery document describes it ------------------------------------------
 
 
+DISCOVERY_PATH = "/.well-known/agent-configuration"
+
+
 @dataclass(frozen=True)
 class Target:
     base_url: str
@@ -85,7 +90,7 @@ def discover(base_url: str, timeout: float = 30.0) -> Target:
     while time.monotonic() < deadline:
         conn = http.client.HTTPConnection(host, port, timeout=2)
         try:
-            conn.request("GET", "/.well-known/agent-configuration")
+            conn.request("GET", DISCOVERY_PATH)
             resp = conn.getresponse()
             body = resp.read()
             if resp.status == 200:
@@ -126,19 +131,20 @@ class Client:
         self.new_connections = 0
 
     def post(self, path: str, token: str, payload: bytes) -> tuple[int, Any]:
+        headers = {
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+        }
+        return self.request("POST", path, payload, headers)
+
+    def request(
+        self, method: str, path: str, payload: bytes | None, headers: dict[str, str]
+    ) -> tuple[int, Any]:
         if self.conn.sock is None:
             self.new_connections += 1
         try:
-            self.conn.request(
-                "POST",
-                path,
-                body=payload,
-                headers={
-                    "Authorization": f"Bearer {token}",
-                    "Content-Type": "application/json",
-                    "Accept": "application/json",
-                },
-            )
+            self.conn.request(method, path, body=payload, headers=headers)
             resp = self.conn.getresponse()
             data = resp.read()
         except (OSError, http.client.HTTPException):
@@ -425,7 +431,7 @@ class Workload:
         return client.post(self.target.execute_path, token, self.execute_payload)
 
     def run(self, phase: str, duration: float, server_pid: int | None = None) -> dict[str, Any]:
-        """One timed phase (``register`` or ``execute``); a dict of figures."""
+        """One timed phase (``register``, ``execute`` or ``discovery``); a dict of figures."""
         target = self.target
 
         def register_worker(i: int, deadline: float, tally: Tally) -> None:
@@ -470,7 +476,33 @@ class Workload:
                 tally.new_connections = client.new_connections
                 client.close()
 
-        worker = {"register": register_worker, "execute": execute_worker}[phase]
+        def discovery_worker(i: int, deadline: float, tally: Tally) -> None:
+            # The floor: no key, no database, a cached document; what the stack itself costs.
+            client = Client(target)
+            try:
+                while tally.requests < MAX_REQUESTS_PER_THREAD and time.monotonic() < deadline:
+                    t0 = time.perf_counter()
+                    tally.requests += 1
+                    try:
+                        status, body = client.request(
+                            "GET", DISCOVERY_PATH, None, {"Accept": "application/json"}
+                        )
+                    except (OSError, http.client.HTTPException) as exc:
+                        tally.error(f"exception:{type(exc).__name__}", exc)
+                        continue
+                    if status == 200 and isinstance(body, dict) and "issuer" in body:
+                        tally.latencies.append(time.perf_counter() - t0)
+                    else:
+                        tally.error(str(status), body)
+            finally:
+                tally.new_connections = client.new_connections
+                client.close()
+
+        worker = {
+            "register": register_worker,
+            "execute": execute_worker,
+            "discovery": discovery_worker,
+        }[phase]
         load_before = os.getloadavg()[0]
         cpu0 = CpuSnapshot.take(server_pid)
         tally, wall = _run_threads(self.concurrency, duration, worker)

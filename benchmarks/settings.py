@@ -20,7 +20,7 @@ import os
 os.environ.setdefault("DJANGO_SECRET_KEY", "benchmark-only-not-a-secret")
 
 from example_project.settings import *  # noqa: F403
-from example_project.settings import _database_from_url
+from example_project.settings import _database_from_url, _prepare_threshold
 
 _PORT = int(os.environ.get("AGENTAUTH_BENCH_PORT", "8000"))
 
@@ -50,13 +50,18 @@ DATABASES = {
             )
         ),
         "CONN_MAX_AGE": int(os.environ.get("AGENTAUTH_BENCH_CONN_MAX_AGE", "0")),
-        # AGENTAUTH_BENCH_POOL=N: psycopg's connection pool, at most N connections per process
-        # (then CONN_MAX_AGE must be 0); the choice for ASGI, where each request has a thread.
-        **(
-            {"OPTIONS": {"pool": {"min_size": 1, "max_size": int(_POOL)}}}
-            if (_POOL := os.environ.get("AGENTAUTH_BENCH_POOL"))
-            else {}
-        ),
+        "OPTIONS": {
+            # AGENTAUTH_BENCH_POOL=N: psycopg's connection pool, at most N connections per
+            # process (then CONN_MAX_AGE must be 0); the choice for ASGI (a thread per request).
+            **(
+                {"pool": {"min_size": 1, "max_size": int(_POOL)}}
+                if (_POOL := os.environ.get("AGENTAUTH_BENCH_POOL"))
+                else {}
+            ),
+            # As the example project: the execute hot path's statements are prepared after 5
+            # uses on a connection (AGENTAUTH_BENCH_PREPARE_THRESHOLD=none: never).
+            "prepare_threshold": _prepare_threshold("AGENTAUTH_BENCH_PREPARE_THRESHOLD"),
+        },
         "CONN_HEALTH_CHECKS": os.environ.get("AGENTAUTH_BENCH_CONN_HEALTH_CHECKS") == "1",
     }
 }

@@ -94,6 +94,19 @@ def _database_from_url(url: str) -> dict[str, Any]:
     }
 
 
+def _prepare_threshold(variable: str) -> int | None:
+    """psycopg's ``prepare_threshold`` from the environment: 5 unless set; ``none`` = never.
+
+    Django turns prepared statements off by default (connection poolers in transaction mode
+    may not support them) and its own cursors bind on the client, so they never prepare. With
+    a threshold, the statements django-agentauth runs on every execute (spec §5.11) are prepared
+    once per connection: planning the main one costs PostgreSQL more than running it. Behind
+    PgBouncer in transaction mode before 1.21, set the variable to ``none``.
+    """
+    value = os.environ.get(variable, "5").strip().lower()
+    return None if value in ("", "none") else int(value)
+
+
 _database_url = os.environ.get("AGENTAUTH_EXAMPLE_DATABASE_URL", "")
 if _database_url.startswith(("postgres://", "postgresql://")):
     DATABASES = {
@@ -103,6 +116,9 @@ if _database_url.startswith(("postgres://", "postgresql://")):
             # more than a whole warm execute (docs/deployment.md has the figures). Behind
             # PgBouncer in transaction mode, keep this and disable server-side cursors.
             "CONN_MAX_AGE": int(os.environ.get("AGENTAUTH_EXAMPLE_CONN_MAX_AGE", "60")),
+            "OPTIONS": {
+                "prepare_threshold": _prepare_threshold("AGENTAUTH_EXAMPLE_PREPARE_THRESHOLD")
+            },
         }
     }
 else:

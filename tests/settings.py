@@ -81,6 +81,9 @@ def _postgres_from_url(url: str) -> dict[str, Any]:
         "PORT": str(parts.port or ""),
         # Named after the database given, so runs against different databases never collide.
         "TEST": {"NAME": f"test_agentauth_{name}"},
+        # Every statement on a server-binding cursor (the execute hot path's) is prepared at
+        # its first run, so the PostgreSQL tier runs that path as production does, prepared.
+        "OPTIONS": {"prepare_threshold": 0},
     }
 
 

@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.db import connections
 
@@ -22,6 +23,27 @@ class RoundTrips:
     count: int = 0
     #: What the client sent, one line per message (``Query "BEGIN"``, ``Sync``...).
     sent: list[str] = field(default_factory=list)
+    #: The connection's prepared statements when counting ended: name -> SQL.
+    prepared: dict[str, str] = field(default_factory=dict)
+
+    def statements(self) -> list[str]:
+        """The first word of each statement sent, in order (``BEGIN``, ``WITH``...); a statement
+        run from a prepared one is named by the prepared statement's SQL."""
+        words: list[str] = []
+        parsed = False
+        for line in self.sent:
+            kind, _, rest = line.partition(" ")
+            quoted = rest.split('"')
+            if kind == "Query" and len(quoted) > 1:
+                words.append(quoted[1].split()[0].upper())
+            elif kind == "Parse" and len(quoted) > 3:
+                words.append(quoted[3].split()[0].upper())
+                parsed = True
+            elif kind == "Bind" and len(quoted) > 3:
+                if not parsed:  # no Parse before it: a prepared statement, run again
+                    words.append(self.prepared.get(quoted[3], "?").split()[0].upper())
+                parsed = False
+        return words
 
 
 @contextmanager
@@ -43,6 +65,7 @@ def count_round_trips(using: str = "default") -> Iterator[RoundTrips]:
             yield result
         finally:
             pgconn.untrace()
+            result.prepared = _prepared_statements(conn.connection)
             trace.seek(0)
             for line in trace.read().decode("utf-8", "replace").splitlines():
                 parts = line.split("\t")
@@ -52,3 +75,15 @@ def count_round_trips(using: str = "default") -> Iterator[RoundTrips]:
                     result.count += 1
                 elif parts[0] == "F":
                     result.sent.append(" ".join(parts[2:])[:200])
+
+
+def _prepared_statements(raw: Any) -> dict[str, str]:
+    """Protocol-level prepared statements of the psycopg connection (by psycopg's names)."""
+    import psycopg
+
+    try:
+        with psycopg.ClientCursor(raw) as cursor:  # not Django's: nothing logged or counted
+            cursor.execute("SELECT name, statement FROM pg_prepared_statements")
+            return {str(name): str(sql) for name, sql in cursor.fetchall()}
+    except psycopg.Error:  # e.g. a failed transaction: names stay unresolved ("?")
+        return {}

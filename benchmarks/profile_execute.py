@@ -72,7 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.replay_guard == "cache":
         from django.core.cache import cache
 
+        from agentauth import replay
+
         cache.clear()
+        # An emptied cache refuses tokens signed before its memory began (agentauth.replay);
+        # this benchmark's cache has been "up" for an hour.
+        cache.set(replay.MEMORY_MARKER, time.time() - 3600, None)
     ticket = Ticket.objects.create(subject="Printer on fire", body="profile_execute")
     host, _ = make_host()
     agent, key = make_agent(host, mode=AgentMode.AUTONOMOUS, grants=["ticket.read"])

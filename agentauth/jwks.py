@@ -12,8 +12,8 @@ The URL comes from an unauthenticated client, so this module is the server's SSR
 - **Pinning**: the connection goes to the address that was checked, never to a second lookup;
   TLS still sends the URL's host name (SNI) and verifies the certificate for it.
 - **Redirects**: at most three, each target checked like the first URL.
-- **Limits**: one deadline for the whole fetch, enforced by a watchdog that shuts the socket, and
-  a body cap read incrementally.
+- **Limits**: one deadline for the whole fetch, name resolution included, enforced by a
+  watchdog that shuts the socket, and a body cap read incrementally.
 - **Content** (:func:`parse_jwks`): a JWK Set of at most ``JWKS_MAX_KEYS`` asymmetric public keys.
 - **Cache** (:func:`get_key`): keys are reused for ``JWKS_REFRESH_INTERVAL``; a URL is fetched at
   most once per ``JWKS_MIN_REFRESH_INTERVAL`` whatever asks (an unknown ``kid`` included), so no
@@ -38,6 +38,8 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeGuard
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
@@ -163,10 +165,29 @@ def _resolver() -> Callable[[str, int], list[str]]:
     return resolver
 
 
-def checked_addresses(host: str, port: int) -> list[IPAddress]:
-    """Resolve ``host`` once and return its addresses, all of which passed the filter."""
+#: Name lookups run here so a request waits for one only until its fetch deadline:
+#: ``getaddrinfo`` takes no timeout and a slow resolver would otherwise hold the request (and
+#: its worker) for as long as the system resolver retries. A lookup still running at the
+#: deadline keeps its thread until it returns; with every thread taken, new lookups wait in the
+#: queue and fail at their own deadline (closed, never open).
+_LOOKUPS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="agentauth-jwks-dns")
+
+
+def checked_addresses(host: str, port: int, deadline: float | None = None) -> list[IPAddress]:
+    """Resolve ``host`` once and return its addresses, all of which passed the filter.
+
+    With a ``deadline`` (``time.monotonic()``), the lookup is abandoned when it passes."""
+    resolve = _resolver()
     try:
-        raw = list(_resolver()(host, port))
+        if deadline is None:
+            raw = list(resolve(host, port))
+        else:
+            lookup = _LOOKUPS.submit(resolve, host, port)
+            try:
+                raw = list(lookup.result(timeout=max(0.0, deadline - time.monotonic())))
+            except FutureTimeout:
+                lookup.cancel()
+                raise FetchError(f"resolving {host!r} did not finish before the deadline") from None
     except (OSError, UnicodeError) as exc:
         raise FetchError(f"cannot resolve {host!r}: {exc}") from exc
     if not raw:
@@ -262,7 +283,7 @@ def _request_once(url: str, deadline: float) -> tuple[int, str | None, bytes]:
     port = parts.port or (443 if https else 80)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     last_error: Exception | None = None
-    for ip in checked_addresses(host, port):
+    for ip in checked_addresses(host, port, deadline):
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             break

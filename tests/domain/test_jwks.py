@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -348,6 +349,28 @@ def test_stalled_tls_handshake_is_cut_at_the_deadline(srv: JwksServer, settings:
         assert time.monotonic() - started < 15
     finally:
         listener.close()
+
+
+def test_a_hanging_name_lookup_is_abandoned_at_the_deadline(settings: Any) -> None:
+    # getaddrinfo has no timeout: a resolver that never answers must not hold the request
+    # past its fetch deadline. The fetch returning while the lookup is still blocked is the
+    # proof (no timing assertion); the lookup is released afterwards.
+    release = threading.Event()
+    started = threading.Event()
+
+    def hanging(host: str, port: int) -> list[str]:
+        started.set()
+        release.wait(30)
+        return ["127.0.0.1"]
+
+    settings.AGENTAUTH_JWKS_RESOLVER = hanging
+    settings.AGENTAUTH_JWKS_FETCH_TIMEOUT = 0.5
+    try:
+        with pytest.raises(jwks.FetchError, match="before the deadline"):
+            jwks.fetch("https://jwks.test/jwks")
+        assert started.is_set() and not release.is_set()
+    finally:
+        release.set()
 
 
 # --- content --------------------------------------------------------------------------------

@@ -129,20 +129,32 @@ def mail_body(approval: ApprovalRequest, url: str) -> str:
 
 
 class WebhookNotifier:
-    """POSTs a JSON event to ``AGENTAUTH_CIBA_WEBHOOK_URL`` (your push or chat service)."""
+    """POSTs a JSON event to ``AGENTAUTH_CIBA_WEBHOOK_URL`` (your push or chat service).
+
+    ``agent.name`` and ``binding_message`` are what the agent sent, unchanged, for code that
+    compares them; ``display`` holds the same attacker-chosen text prepared as for the mail
+    (plain, shortened, defanged: spec §8.10), for a service that shows it to a person and would
+    otherwise turn ``evil.example`` into a link."""
 
     def send(self, approval: ApprovalRequest, url: str) -> None:
         target = app_settings.CIBA_WEBHOOK_URL
         if not target or not target.startswith(("https://", "http://")):
             raise RuntimeError("AGENTAUTH_CIBA_WEBHOOK_URL is not an http(s) URL")
+        agent, host = approval.agent, approval.agent.host
         payload = {
             "type": "agentauth.approval_requested",
             "approval_id": approval.pk,
             "user_id": str(approval.user_id),
-            "agent": {"id": approval.agent_id, "name": approval.agent.name},
+            "agent": {"id": approval.agent_id, "name": agent.name},
             "binding_message": approval.binding_message,
             "approval_url": url,
             "expires_at": approval.expires_at.isoformat(),
+            "display": {
+                "host_name": mail_text(host.name, NAME_LIMIT),
+                "agent_name": mail_text(agent.name, NAME_LIMIT),
+                "binding_message": mail_text(approval.binding_message, MESSAGE_LIMIT),
+                "reason": mail_text(approval.reason, REASON_LIMIT),
+            },
         }
         request = urllib.request.Request(  # noqa: S310 - operator-configured http(s) URL
             target,

@@ -173,6 +173,29 @@ def test_webhook_notifier(api: Api, user: Any, webhook: Any, settings: Any) -> N
     assert event["approval_url"].endswith(f"/api/auth/approve/{approval.pk}")
 
 
+def test_webhook_display_fields_are_defanged(api: Api, user: Any, webhook: Any) -> None:
+    # spec §8.10: what the agent chose reaches a person's screen as plain text no chat client
+    # links; the raw values stay beside it for code that compares them.
+    body = {
+        "name": "Visit https://evil.example/login now",
+        "host_name": "www.evil.example",
+        "preferred_method": "ciba",
+        "login_hint": user.email,
+        "binding_message": "go to evil.example",
+        "reason": "see http://evil.example",
+    }
+    api.register(Keypair.generate(), body=body)
+    assert notifications.notify(ApprovalRequest.objects.get().pk) is True
+    event = webhook.received[-1]
+    assert event["agent"]["name"] == body["name"]
+    assert event["binding_message"] == body["binding_message"]
+    shown = event["display"]
+    assert set(shown) == {"host_name", "agent_name", "binding_message", "reason"}
+    for text in shown.values():
+        assert "evil.example" not in text and "://" not in text, shown
+    assert "evil[.]example" in shown["agent_name"] and "https[:]//" in shown["agent_name"]
+
+
 def test_failing_webhook_raises_so_the_task_retries(api: Api, user: Any, webhook: Any) -> None:
     webhook.status = 500
     body = {"name": "x", "preferred_method": "ciba", "login_hint": user.email}

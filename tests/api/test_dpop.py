@@ -465,6 +465,18 @@ def test_capability_requires_dpop(
     ok(post(client, token, proof_for(key, token)))
 
 
+def test_capability_requirement_holds_on_the_execute_hot_path(
+    client: Client, agent: Any, settings: Any, balance_needs_dpop: None
+) -> None:
+    # With DPoP off server-wide, a plain sync call would take agentauth.fastpath, which checks
+    # no proofs: a capability that requires one must be handed to the general path and refused.
+    settings.AGENTAUTH_DPOP = "off"
+    a, key = agent
+    refused(post(client, agent_token(a, key, audience=EXECUTE), None, scheme="Bearer"))
+    body = {"capability": "read_only_note"}
+    ok(post(client, agent_token(a, key, audience=EXECUTE), None, scheme="Bearer", body=body))
+
+
 def test_capability_requirement_on_a_guarded_view(
     client: Client, agent: Any, optional: None
 ) -> None:

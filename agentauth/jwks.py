@@ -46,7 +46,7 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 from django.core.cache import caches
 from django.utils.module_loading import import_string
 
-from . import keys
+from . import keys, unavailable
 from .conf import app_settings
 from .errors import ProtocolError, invalid_jwt, invalid_request
 from .jws import strict_json_loads
@@ -419,12 +419,7 @@ def _cache_key(kind: str, url: str) -> str:
 
 
 def _unavailable(exc: Exception) -> ProtocolError:
-    logger.error("agentauth JWKS cache unavailable: %s", exc)
-    return ProtocolError(
-        "temporarily_unavailable",
-        "The key cache is unavailable; the request was refused",
-        headers={"Retry-After": "5"},
-    )
+    return unavailable.protocol_error(exc, "The key cache is unavailable; the request was refused")
 
 
 def _entry(url: str, *, refresh: bool) -> dict[str, Any] | None:

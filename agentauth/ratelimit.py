@@ -19,7 +19,6 @@ If the cache cannot answer, the request is refused (503) rather than let through
 from __future__ import annotations
 
 import hashlib
-import logging
 import time
 from dataclasses import dataclass
 
@@ -27,10 +26,9 @@ from django.core.cache import caches
 from django.http import HttpRequest
 from django.utils.module_loading import import_string
 
+from . import unavailable
 from .conf import _get
 from .errors import ProtocolError
-
-logger = logging.getLogger(__name__)
 
 DEFAULT_RATES: dict[str, str | None] = {
     "ip": "60/minute",
@@ -91,10 +89,7 @@ def hit(scope: str, identity: str) -> None:
         count = 1
         cache.set(key, 1, rate.period + 1)
     except Exception as exc:  # an unreachable cache must fail closed
-        logger.error("agentauth rate-limit cache unavailable: %s", exc)
-        raise ProtocolError(
-            "temporarily_unavailable", "Rate limiting is unavailable", headers={"Retry-After": "5"}
-        ) from exc
+        raise unavailable.protocol_error(exc, "Rate limiting is unavailable") from exc
     if count > rate.limit:
         retry_after = max(1, int((window + 1) * rate.period - now))
         raise ProtocolError(

@@ -23,6 +23,7 @@ from django.core.cache import caches
 from django.db import DatabaseError, connection
 from django.utils import timezone
 
+from . import unavailable
 from .conf import app_settings
 from .errors import ProtocolError
 from .models import ReplayRecord
@@ -36,11 +37,8 @@ def replay_key(typ: str, identity: str, jti: str) -> str:
 
 
 def _unavailable(exc: Exception) -> ProtocolError:
-    logger.error("agentauth replay guard unavailable: %s", exc)
-    return ProtocolError(
-        "temporarily_unavailable",
-        "Replay protection is unavailable; the request was refused",
-        headers={"Retry-After": "5"},
+    return unavailable.protocol_error(
+        exc, "Replay protection is unavailable; the request was refused"
     )
 
 

@@ -44,10 +44,10 @@ def is_dependency_failure(exc: BaseException) -> bool:
     return isinstance(exc, DEPENDENCY_ERRORS)
 
 
-def protocol_error(exc: BaseException) -> ProtocolError:
+def protocol_error(
+    exc: BaseException,
+    message: str = "A service this server needs is unavailable; retry later",
+) -> ProtocolError:
+    """The 503 for ``exc``, logged; ``message`` says which service when the caller knows."""
     logger.error("agentauth: a dependency is unavailable: %s: %s", type(exc).__name__, exc)
-    return ProtocolError(
-        "temporarily_unavailable",
-        "A service this server needs is unavailable; retry later",
-        headers={"Retry-After": RETRY_AFTER},
-    )
+    return ProtocolError("temporarily_unavailable", message, headers={"Retry-After": RETRY_AFTER})

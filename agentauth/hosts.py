@@ -210,18 +210,24 @@ def rotate_host_key(host: Host, new_jwk: Any) -> Host:
                 "updated_at",
             ]
         )
-        audit.record(
-            "host.key_rotated",
-            actor_type="host",
-            actor_id=host.pk,
-            host=host,
-            old_thumbprint=old,
-            new_thumbprint=thumbprint,
-        )
-        transaction.on_commit(
-            lambda: signals.key_rotated.send(sender=Host, agent=None, host=host, actor_type="host")
-        )
+        _key_rotated(host, old, thumbprint)
     return host
+
+
+def _key_rotated(host: Host, old: str, new: str, **data: Any) -> None:
+    """In the rotating transaction: the audit row now, ``signals.key_rotated`` after commit."""
+    audit.record(
+        "host.key_rotated",
+        actor_type="host",
+        actor_id=host.pk,
+        host=host,
+        old_thumbprint=old,
+        new_thumbprint=new,
+        **data,
+    )
+    transaction.on_commit(
+        lambda: signals.key_rotated.send(sender=Host, agent=None, host=host, actor_type="host")
+    )
 
 
 def adopt_jwks_key(host: Host, iss: str) -> Host:
@@ -235,22 +241,7 @@ def adopt_jwks_key(host: Host, iss: str) -> Host:
                 thumbprint=iss, previous_thumbprint=old, previous_thumbprint_until=until
             )
             if moved:
-                # As for a rotation through the endpoint: audited with the change, announced
-                # (``signals.key_rotated``) once it is committed.
-                audit.record(
-                    "host.key_rotated",
-                    actor_type="host",
-                    actor_id=host.pk,
-                    host=host,
-                    old_thumbprint=old,
-                    new_thumbprint=iss,
-                    via="jwks",
-                )
-                transaction.on_commit(
-                    lambda: signals.key_rotated.send(
-                        sender=Host, agent=None, host=host, actor_type="host"
-                    )
-                )
+                _key_rotated(host, old, iss, via="jwks")
     except IntegrityError:  # the new key already identifies another host
         raise invalid_jwt("That key already identifies another host") from None
     host.refresh_from_db()

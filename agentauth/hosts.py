@@ -214,7 +214,7 @@ def rotate_host_key(host: Host, new_jwk: Any) -> Host:
     return host
 
 
-def _key_rotated(host: Host, old: str, new: str, **data: Any) -> None:
+def _key_rotated(host: Host, old: str | None, new: str, **data: Any) -> None:
     """In the rotating transaction: the audit row now, ``signals.key_rotated`` after commit."""
     audit.record(
         "host.key_rotated",

@@ -341,21 +341,12 @@ def _stream(
     """
     handler = _handler(cap)
     ctx = ExecutionContext(verified.agent, verified.host, cap, grant, verified.claims)
-    started = last_check = time.monotonic()
+    limits = _StreamLimits()
     try:
         for chunk in handler(ctx, **arguments):
-            now = time.monotonic()
-            if now - started > app_settings.STREAM_MAX_SECONDS:
-                raise ProtocolError("stream_timeout", "Stream time limit")
-            if now - last_check > app_settings.STREAM_RECHECK_SECONDS:
-                last_check = now
+            if limits.recheck_due():
                 _recheck(verified.agent.pk)
-            try:
-                text = _json(chunk)
-            except (TypeError, ValueError):
-                # A chunk that is not JSON must not cut the stream short: error, then done.
-                raise ProtocolError("internal_error", "Non-JSON stream data") from None
-            yield "data", text
+            yield _data(chunk)
     except Exception as exc:
         yield "error", _json(handler_error(exc).body())
     yield "done", _json({})
@@ -371,23 +362,42 @@ async def _astream(
     """
     handler = _handler(cap)
     ctx = ExecutionContext(verified.agent, verified.host, cap, grant, verified.claims)
-    started = last_check = time.monotonic()
+    limits = _StreamLimits()
     try:
         async for chunk in handler(ctx, **arguments):
-            now = time.monotonic()
-            if now - started > app_settings.STREAM_MAX_SECONDS:
-                raise ProtocolError("stream_timeout", "Stream time limit")
-            if now - last_check > app_settings.STREAM_RECHECK_SECONDS:
-                last_check = now
+            if limits.recheck_due():
                 await sync_to_async(_recheck, thread_sensitive=False)(verified.agent.pk, True)
-            try:
-                text = _json(chunk)
-            except (TypeError, ValueError):
-                raise ProtocolError("internal_error", "Non-JSON stream data") from None
-            yield "data", text
+            yield _data(chunk)
     except Exception as exc:
         yield "error", _json(handler_error(exc).body())
     yield "done", _json({})
+
+
+class _StreamLimits:
+    """The time limit and the re-check interval of one stream (spec §5.11, §8.17), checked
+    before each chunk is sent, for the sync and the async loop alike."""
+
+    def __init__(self) -> None:
+        self.started = self.last_check = time.monotonic()
+
+    def recheck_due(self) -> bool:
+        """Raises ``stream_timeout`` past the limit; ``True`` when the agent must be
+        checked again before this chunk goes out."""
+        now = time.monotonic()
+        if now - self.started > app_settings.STREAM_MAX_SECONDS:
+            raise ProtocolError("stream_timeout", "Stream time limit")
+        if now - self.last_check > app_settings.STREAM_RECHECK_SECONDS:
+            self.last_check = now
+            return True
+        return False
+
+
+def _data(chunk: Any) -> tuple[str, str]:
+    try:
+        return "data", _json(chunk)
+    except (TypeError, ValueError):
+        # A chunk that is not JSON must not cut the stream short: error, then done.
+        raise ProtocolError("internal_error", "Non-JSON stream data") from None
 
 
 def _recheck(agent_id: str, release: bool = False) -> None:

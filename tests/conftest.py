@@ -156,3 +156,31 @@ def post_decision(client: Client, page: str, data: dict[str, Any]) -> Any:
     page displayed, as the browser form does (spec §8.10)."""
     shown = client.get(page).context["shown"]
     return client.post(page, {"shown": shown, **data})
+
+
+def run_together(n: int, func: Any) -> list[Any]:
+    """Run ``func(i)`` in ``n`` threads released at the same instant (races on PostgreSQL);
+    each slot of the result holds the return value or the exception. Every thread closes its
+    database connections, so the test database can be dropped afterwards."""
+    import threading
+
+    from django.db import connections
+
+    barrier = threading.Barrier(n)
+    results: list[Any] = [None] * n
+
+    def worker(i: int) -> None:
+        try:
+            barrier.wait()
+            results[i] = func(i)
+        except Exception as exc:  # collected and asserted on by the caller
+            results[i] = exc
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    return results

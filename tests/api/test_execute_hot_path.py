@@ -19,7 +19,7 @@ from agentauth import jws
 from agentauth.capabilities import registry
 from agentauth.models import AgentMode, AuditEvent, ReplayRecord
 from agentauth.testing import agent_token, make_agent, make_host
-from tests.conftest import Api, assert_error
+from tests.conftest import Api, assert_error, run_together
 
 pytestmark = pytest.mark.django_db
 
@@ -209,28 +209,11 @@ def test_grant_row_is_locked_while_the_handler_runs(
 @pytest.mark.django_db(transaction=True)
 def test_one_jti_is_accepted_once_across_connections(agent: Any) -> None:
     # spec §4.6: concurrent uses of one token, each on its own connection: one 200, the rest 401.
-    import threading
-
-    from django.db import connections
     from django.test import Client
 
     token = agent_token(agent[0], agent[1], audience=EXECUTE)
     n = 6
-    barrier = threading.Barrier(n)
-    statuses: list[int] = []
-
-    def worker() -> None:
-        try:
-            barrier.wait()
-            statuses.append(call(Api(Client()), agent, token).status)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=worker) for _ in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
+    statuses = run_together(n, lambda i: call(Api(Client()), agent, token).status)
     assert sorted(statuses) == [200] + [401] * (n - 1)
     assert AuditEvent.objects.filter(kind="capability.executed").count() == 1
 

@@ -4,14 +4,12 @@
 from __future__ import annotations
 
 import os
-import threading
 from datetime import timedelta
 from typing import Any
 
 import pytest
 import time_machine
 from django.core.management import call_command
-from django.db import connections
 from django.utils import timezone
 
 from agentauth import agents, approvals, clocks, hosts, signals
@@ -29,7 +27,7 @@ from agentauth.models import (
 from agentauth.sweep import sweep
 from agentauth.testing import Keypair, agent_token, host_token, make_agent, make_host
 from agentauth.tokens import verify_agent_jwt
-from tests.conftest import ISSUER, Api, assert_error, operator_decides
+from tests.conftest import ISSUER, Api, assert_error, operator_decides, run_together
 
 pytestmark = pytest.mark.django_db
 HOUR = timedelta(hours=1)
@@ -503,27 +501,6 @@ postgres = pytest.mark.skipif(
 )
 
 
-def together(n: int, func: Any) -> list[Any]:
-    barrier = threading.Barrier(n)
-    results: list[Any] = [None] * n
-
-    def run(i: int) -> None:
-        try:
-            barrier.wait()
-            results[i] = func(i)
-        except Exception as exc:
-            results[i] = exc
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-    return results
-
-
 @postgres
 @pytest.mark.django_db(transaction=True)
 def test_two_reactivations_give_one_consistent_agent(user: Any) -> None:
@@ -532,7 +509,7 @@ def test_two_reactivations_give_one_consistent_agent(user: Any) -> None:
     host, _ = make_host(user=user, default_capabilities=["check_balance"])
     agent, _ = make_agent(host)
     Agent.objects.filter(pk=agent.pk).update(status=AgentStatus.EXPIRED)
-    together(2, lambda i: reactivate(agent, actor_id="race"))
+    run_together(2, lambda i: reactivate(agent, actor_id="race"))
     assert Agent.objects.get(pk=agent.pk).status == AgentStatus.ACTIVE
     assert CapabilityGrant.objects.filter(agent=agent, status=GrantStatus.ACTIVE).count() == 1
     assert AuditEvent.objects.filter(kind="agent.reactivated").count() == 1
@@ -553,7 +530,7 @@ def test_reactivation_racing_a_revoke_never_revives(user: Any) -> None:
                 return reactivate(agent, actor_id="race")
             return agents.revoke_agent(agent, actor_type="system")
 
-        together(2, act)
+        run_together(2, act)
         assert Agent.objects.get(pk=agent.pk).status == AgentStatus.REVOKED
 
 
@@ -564,7 +541,7 @@ def test_parallel_sweeps_audit_each_row_once(user: Any) -> None:
     for _ in range(30):
         agent, _ = make_agent(host)
         Agent.objects.filter(pk=agent.pk).update(expires_at=timezone.now() - HOUR)
-    results = together(3, lambda i: sweep())
+    results = run_together(3, lambda i: sweep())
     assert sum(r["agents_expired"] for r in results) == 30, results
     assert AuditEvent.objects.filter(kind="agent.expired").count() == 30
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -17,7 +16,7 @@ from agentauth import approvals, hosts, tokens
 from agentauth.errors import ProtocolError
 from agentauth.models import Agent, AgentStatus, Host, ReplayRecord
 from agentauth.testing import Keypair, agent_token, host_token, make_agent, make_host
-from tests.conftest import ISSUER, operator_decides
+from tests.conftest import ISSUER, operator_decides, run_together
 
 pytestmark = [
     pytest.mark.postgres,
@@ -27,28 +26,6 @@ pytestmark = [
     ),
     pytest.mark.django_db(transaction=True),
 ]
-
-
-def run_together(n: int, func: Callable[[int], Any]) -> list[Any]:
-    """Run ``func(i)`` in ``n`` threads released at the same instant; return results/exceptions."""
-    barrier = threading.Barrier(n)
-    results: list[Any] = [None] * n
-
-    def worker(i: int) -> None:
-        try:
-            barrier.wait()
-            results[i] = func(i)
-        except Exception as exc:  # collected and asserted on by the caller
-            results[i] = exc
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    return results
 
 
 def test_backend_is_postgresql() -> None:

@@ -184,3 +184,13 @@ def run_together(n: int, func: Any) -> list[Any]:
     for thread in threads:
         thread.join(30)
     return results
+
+
+@pytest.fixture
+def issuer(live_server: Any, settings: Any) -> str:
+    """The issuer at ``live_server`` (``aud`` is compared with it exactly, §8.18), approval
+    polling at 1 s; tests over real HTTP take it, files with other needs override it."""
+    value = live_server.url + "/api/auth"
+    settings.AGENTAUTH_ISSUER = value
+    settings.AGENTAUTH_APPROVAL_INTERVAL = 1
+    return value

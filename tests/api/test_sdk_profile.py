@@ -40,14 +40,6 @@ class SdkProfileClient(AgentAuthClient):
         return self.default_location
 
 
-@pytest.fixture
-def issuer(live_server: Any, settings: Any) -> str:
-    value = live_server.url + "/api/auth"
-    settings.AGENTAUTH_ISSUER = value
-    settings.AGENTAUTH_APPROVAL_INTERVAL = 1
-    return value
-
-
 def _claims(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return jwt.get_unverified_header(token), jwt.decode(token, options={"verify_signature": False})
 

@@ -27,14 +27,6 @@ NOT_CRITICAL = {"priority": {"not_in": ["critical"]}}
 
 
 @pytest.fixture
-def issuer(live_server: Any, settings: Any) -> str:
-    value = live_server.url + "/api/auth"
-    settings.AGENTAUTH_ISSUER = value
-    settings.AGENTAUTH_APPROVAL_INTERVAL = 1
-    return value
-
-
-@pytest.fixture
 def tickets() -> dict[str, Ticket]:
     return {
         "low": Ticket.objects.create(subject="Printer jam", priority="low"),

@@ -37,15 +37,6 @@ ClientFactory = Callable[..., AgentAuthClient]
 
 
 @pytest.fixture
-def issuer(live_server: Any, settings: Any) -> str:
-    """Point the issuer at the live server: ``aud`` is compared with it exactly (§8.18)."""
-    value = live_server.url + "/api/auth"
-    settings.AGENTAUTH_ISSUER = value
-    settings.AGENTAUTH_APPROVAL_INTERVAL = 1
-    return value
-
-
-@pytest.fixture
 def make_client(issuer: str) -> ClientFactory:
     """A client with its own (new) host key unless one is given; loopback http is allowed."""
 

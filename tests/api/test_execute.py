@@ -382,8 +382,6 @@ def test_non_json_result_is_one_refusal(api: Api, agent: Any) -> None:
 
 # --- execute (sync): more ---------------------------------------------------------------------
 
-EXECUTE = ISSUER + "/capability/execute"
-
 
 @pytest.fixture
 def executor(user: Any) -> Any:

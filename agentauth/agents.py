@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from . import approvals, audit, clocks, hosts, keys, policy, signals
@@ -125,14 +126,15 @@ def revoke_agent(
     return bool(changed)
 
 
+def cascade_of(host: Host, **filters: Any) -> QuerySet[Agent]:
+    """The agents a host cascade would revoke now (its live agents, narrowed by ``filters``)."""
+    return Agent.objects.filter(host=host, status__in=NON_TERMINAL_AGENT_STATES, **filters)
+
+
 def revoke_agents_of(host: Host, now: datetime, reason: str, **filters: Any) -> list[str]:
     """A host cascade in one statement (the caller holds the host lock and writes one audit row
     naming the ids, not one per agent)."""
-    agent_ids = list(
-        Agent.objects.filter(
-            host=host, status__in=NON_TERMINAL_AGENT_STATES, **filters
-        ).values_list("pk", flat=True)
-    )
+    agent_ids = list(cascade_of(host, **filters).values_list("pk", flat=True))
     Agent.objects.filter(pk__in=agent_ids, status__in=NON_TERMINAL_AGENT_STATES).update(
         status=AgentStatus.REVOKED, revoked_at=now, revocation_reason=reason, updated_at=now
     )

@@ -190,13 +190,15 @@ def is_fresh(session: Any) -> bool:
     return isinstance(at, int | float) and time.time() - at <= app_settings.FRESH_AUTH_SECONDS
 
 
+def strength_of(name: str) -> str:
+    """The approval ``name`` needs; an unknown capability needs the most."""
+    cap = registry.get(name)
+    return cap.approval_strength if cap is not None else "webauthn"
+
+
 def required_strength(names: Iterable[str]) -> str:
-    """The strongest approval any of ``names`` needs; an unknown capability needs the most."""
-    strengths = [
-        (cap.approval_strength if (cap := registry.get(n)) is not None else "webauthn")
-        for n in names
-    ]
-    return max(strengths, key=STRENGTH_ORDER.__getitem__, default="none")
+    """The strongest approval any of ``names`` needs."""
+    return max(map(strength_of, names), key=STRENGTH_ORDER.__getitem__, default="none")
 
 
 def is_administrator(user: Any) -> bool:

@@ -153,13 +153,23 @@ def link_host(host: Host, user: Any, *, actor_type: str) -> list[str]:
     return claimed
 
 
+#: Unlinking revokes only the agents that acted for the person; autonomous ones stay.
+_UNLINK_CASCADE = {"mode": AgentMode.DELEGATED}
+
+
+def agents_reached(host: Host, *, unlink: bool = False) -> int:
+    """How many agents revoking (or unlinking) ``host`` would revoke now: what a confirmation
+    page may promise."""
+    return agents.cascade_of(host, **(_UNLINK_CASCADE if unlink else {})).count()
+
+
 def unlink_host(host: Host, *, actor_type: str, actor_id: str = "") -> list[str]:
     """Unlink a host from its user: its delegated agents are revoked (spec §2.9, §2.7)."""
     now = timezone.now()
     with transaction.atomic():
         host = Host.objects.select_for_update().get(pk=host.pk)
         user_id = host.user_id
-        revoked = agents.revoke_agents_of(host, now, "host_unlinked", mode=AgentMode.DELEGATED)
+        revoked = agents.revoke_agents_of(host, now, "host_unlinked", **_UNLINK_CASCADE)
         host.user = None
         host.save(update_fields=["user", "updated_at"])
         audit.record(

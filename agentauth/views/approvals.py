@@ -37,13 +37,13 @@ from .. import agents, approvals, hosts, webauthn
 from ..capabilities import registry
 from ..errors import ProtocolError
 from ..models import (
-    TERMINAL_AGENT_STATES,
     Agent,
     AgentMode,
     AgentStatus,
     ApprovalRequest,
     ApprovalStatus,
     AuditEvent,
+    CapabilityGrant,
     GrantStatus,
     Host,
     HostStatus,
@@ -127,15 +127,14 @@ def _visible_approval(
     return approval
 
 
-def _items(agent: Agent) -> list[dict[str, Any]]:
+def _items(pending: list[CapabilityGrant]) -> list[dict[str, Any]]:
     items = []
-    for grant in agent.grants.filter(status=GrantStatus.PENDING).order_by("capability"):
-        cap = registry.get(grant.capability)
-        strength = cap.approval_strength if cap else "webauthn"
+    for grant in pending:
+        strength = approvals.strength_of(grant.capability)
         items.append(
             {
                 "grant": grant,
-                "capability": cap,
+                "capability": registry.get(grant.capability),
                 "strength": strength,
                 "strength_label": STRENGTH_LABELS.get(strength, strength),
                 # Only what needs nobody's approval is ticked in advance: anything that needs a
@@ -152,13 +151,15 @@ def _page(
 ) -> HttpResponse:
     """The request as the person sees it, with the digest their decision must carry back."""
     agent = approval.agent
-    items = _items(agent)
+    # One read: the digest the decision carries back covers exactly the grants listed.
+    pending = list(agent.grants.filter(status=GrantStatus.PENDING).order_by("capability"))
+    items = _items(pending)
     context: dict[str, Any] = {
         "approval": approval,
         "agent": agent,
         "host": agent.host,
         "items": items,
-        "shown": approvals.digest_of(approval),
+        "shown": approvals.shown_digest(approval, agent.status, pending),
         "new_host": agent.host.status == HostStatus.PENDING,
         "as_staff": agent.mode == AgentMode.AUTONOMOUS,
         "fresh": approvals.is_fresh(request.session),
@@ -389,7 +390,7 @@ def _confirmation(request: HttpRequest) -> HttpResponse:
         button = _("Revoke")
     else:
         host = target
-        count = host.agents.exclude(status__in=TERMINAL_AGENT_STATES).count()
+        count = hosts.agents_reached(host, unlink=action != "revoke_host")
         label = host.name or _("Unnamed application")
         if action == "revoke_host":
             question = _("Disconnect %(name)s?") % {"name": label}

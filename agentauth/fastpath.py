@@ -210,7 +210,7 @@ def _statements(vendor: str, with_replay: bool) -> tuple[str | None, str, tuple[
     shapes); per process, per vendor and guard."""
     qn = connection.ops.quote_name
     a, h, g = _Shape(Agent, "a"), _Shape(Host, "h"), _Shape(CapabilityGrant, "g")
-    am, hm, gm, rm = Agent._meta, Host._meta, CapabilityGrant._meta, ReplayRecord._meta
+    am, hm, gm = Agent._meta, Host._meta, CapabilityGrant._meta
 
     def col(meta: Any, name: str) -> str:
         return qn(_column(meta.get_field(name)))
@@ -219,10 +219,7 @@ def _statements(vendor: str, with_replay: bool) -> tuple[str | None, str, tuple[
         f"{col(gm, 'agent')} = a.{col(am, 'id')} AND {col(gm, 'capability')} = %s"
         f" AND {col(gm, 'status')} = %s ORDER BY {col(gm, 'id')} LIMIT 1"
     )
-    insert = (
-        f"INSERT INTO {qn(rm.db_table)} ({col(rm, 'key')}, {col(rm, 'expires_at')})"
-        f" VALUES (%s, %s) ON CONFLICT ({col(rm, 'key')}) DO NOTHING"
-    )
+    insert = replay.insert_sql(vendor)
     base_from = (
         f"FROM {qn(am.db_table)} a JOIN {qn(hm.db_table)} h"
         f" ON h.{col(hm, 'id')} = a.{col(am, 'host')}"

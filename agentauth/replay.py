@@ -18,6 +18,7 @@ import hashlib
 import logging
 import time
 from datetime import datetime
+from functools import cache
 
 from django.core.cache import caches
 from django.db import DatabaseError, connection
@@ -97,16 +98,23 @@ def insert(key: str, until: datetime) -> bool:
     concurrent insert of the same key waits for the other transaction and then finds it (under
     autocommit that is one round trip instead of ``BEGIN``/``INSERT``/``COMMIT``).
     """
+    expires = ReplayRecord._meta.get_field("expires_at").get_db_prep_save(until, connection)
+    with connection.cursor() as cursor:
+        cursor.execute(insert_sql(connection.vendor), [key, expires])
+        return bool(cursor.rowcount == 1)
+
+
+@cache
+def insert_sql(vendor: str) -> str:
+    """``INSERT ... ON CONFLICT (key) DO NOTHING`` for the replay table, built once per
+    process (and per database vendor) from the model's metadata; ``agentauth.fastpath`` runs
+    the same statement inside its read."""
     meta = ReplayRecord._meta
     qn = connection.ops.quote_name
     key_col, until_col = (
         qn(str(getattr(meta.get_field(n), "column", n))) for n in ("key", "expires_at")
     )
-    sql = (
+    return (
         f"INSERT INTO {qn(meta.db_table)} ({key_col}, {until_col}) VALUES (%s, %s)"  # noqa: S608
         f" ON CONFLICT ({key_col}) DO NOTHING"
     )
-    expires = meta.get_field("expires_at").get_db_prep_save(until, connection)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [key, expires])
-        return bool(cursor.rowcount == 1)

@@ -173,21 +173,15 @@ def _resolver() -> Callable[[str, int], list[str]]:
 _LOOKUPS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="agentauth-jwks-dns")
 
 
-def checked_addresses(host: str, port: int, deadline: float | None = None) -> list[IPAddress]:
-    """Resolve ``host`` once and return its addresses, all of which passed the filter.
-
-    With a ``deadline`` (``time.monotonic()``), the lookup is abandoned when it passes."""
-    resolve = _resolver()
+def checked_addresses(host: str, port: int, deadline: float) -> list[IPAddress]:
+    """Resolve ``host`` once, abandoning the lookup at ``deadline`` (``time.monotonic()``), and
+    return its addresses, all of which passed the filter."""
+    lookup = _LOOKUPS.submit(_resolver(), host, port)
     try:
-        if deadline is None:
-            raw = list(resolve(host, port))
-        else:
-            lookup = _LOOKUPS.submit(resolve, host, port)
-            try:
-                raw = list(lookup.result(timeout=max(0.0, deadline - time.monotonic())))
-            except FutureTimeout:
-                lookup.cancel()
-                raise FetchError(f"resolving {host!r} did not finish before the deadline") from None
+        raw = list(lookup.result(timeout=max(0.0, deadline - time.monotonic())))
+    except FutureTimeout:  # listed first: it is an OSError too
+        lookup.cancel()
+        raise FetchError(f"resolving {host!r} did not finish before the deadline") from None
     except (OSError, UnicodeError) as exc:
         raise FetchError(f"cannot resolve {host!r}: {exc}") from exc
     if not raw:

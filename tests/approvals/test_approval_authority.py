@@ -171,6 +171,41 @@ def test_staff_cannot_approve_a_delegated_agent_of_another_person(
     assert AuditEvent.objects.get(kind="approval.decided").actor_type == "user"
 
 
+def test_an_administrator_may_deny_but_not_approve_for_another_person(
+    api: Api, user: Any, staff_approver: Any
+) -> None:
+    # spec §2.2.1: approving a delegated agent is its person's decision; refusing it is not
+    # a grant of anything, and administrators may stop what they see (approvals._person_may_decide).
+    host, _ = make_host(user=user)
+    agent, key = make_agent(host, grants=["check_balance"])
+    reply = api.post(
+        "/agent/request-capability",
+        {"capabilities": ["read_only_note"]},
+        token=agent_token(agent, key),
+    )
+    staff = Client()
+    staff.force_login(staff_approver)
+    page = enter_code(staff, reply.body["approval"]["user_code"])
+    refused = post_decision(staff, page, {"action": "approve", "capabilities": ["read_only_note"]})
+    assert refused.status_code == 403
+    denied = post_decision(staff, page, {"action": "deny"})
+    assert denied.status_code == 200, denied.content
+    assert CapabilityGrant.objects.get(capability="read_only_note").status == GrantStatus.DENIED
+    decided = AuditEvent.objects.get(kind="approval.decided")
+    assert decided.actor_type != "user" and decided.actor_id == str(staff_approver.pk)
+
+
+def test_the_shown_digest_covers_the_agent_state(user: Any) -> None:
+    # A decision carries back what was shown; the agent's own state is part of it, so a page
+    # shown for a pending agent cannot approve the same request once the agent has changed.
+    host, _ = make_host(user=user)
+    agent, _ = make_agent(host, status=AgentStatus.PENDING)
+    approval = approvals.open_request(agent, []).request
+    assert approvals.shown_digest(approval, AgentStatus.PENDING, []) != approvals.shown_digest(
+        approval, AgentStatus.ACTIVE, []
+    )
+
+
 def test_an_administrator_is_whoever_holds_approve_agent(
     api: Api, staff_user: Any, staff_approver: Any, django_user_model: Any
 ) -> None:

@@ -204,6 +204,16 @@ def test_failing_webhook_raises_so_the_task_retries(api: Api, user: Any, webhook
         notifications.notify(ApprovalRequest.objects.get().pk)
 
 
+def test_nothing_is_sent_to_a_deactivated_person(api: Api, user: Any, webhook: Any) -> None:
+    # A person whose account was switched off can no longer decide: they are not told either.
+    body = {"name": "x", "preferred_method": "ciba", "login_hint": user.email}
+    api.register(Keypair.generate(), body=body)
+    user.is_active = False
+    user.save(update_fields=["is_active"])
+    assert notifications.notify(ApprovalRequest.objects.get().pk) is False
+    assert webhook.received == []
+
+
 def test_nothing_is_sent_for_an_unknown_hint_or_a_decided_request(api: Api, user: Any) -> None:
     api.register(
         Keypair.generate(),

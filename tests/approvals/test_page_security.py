@@ -75,6 +75,24 @@ def test_every_page_sends_the_security_headers(api: Api, signed_in: Client) -> N
         assert_locked_down(response)
 
 
+def test_the_pages_lock_themselves_down_without_djangos_middleware(
+    api: Api, signed_in: Client, settings: Any
+) -> None:
+    # The headers are the pages' own (views/pages.py), not borrowed from SecurityMiddleware or
+    # XFrameOptionsMiddleware, which a project may leave out or configure differently.
+    settings.MIDDLEWARE = [
+        m
+        for m in settings.MIDDLEWARE
+        if m
+        not in (
+            "django.middleware.security.SecurityMiddleware",
+            "django.middleware.clickjacking.XFrameOptionsMiddleware",
+        )
+    ]
+    for path in page_paths(api, signed_in):
+        assert_locked_down(signed_in.get(path))
+
+
 def test_redirects_and_errors_are_locked_down_too(api: Api, client: Client, user: Any) -> None:
     assert_locked_down(client.get("/api/auth/connected"))  # sign-in redirect
     client.force_login(user)

@@ -16,12 +16,13 @@ from typing import Any
 from django.core.exceptions import SuspiciousOperation
 from django.http import HttpRequest
 
-from . import clocks, dpop, execution, ratelimit
+from . import dpop, execution
 from .capabilities import registry
 from .conf import app_settings
 from .errors import ProtocolError, invalid_request
 from .models import CapabilityGrant
-from .tokens import VerifiedAgent, bearer_token, verify_agent_jwt
+from .tokens import VerifiedAgent
+from .views.auth import authenticate_agent
 from .views.base import read_json_body
 
 
@@ -33,14 +34,9 @@ def expected_audiences(request: HttpRequest) -> set[str]:
 
 
 def authenticate(request: HttpRequest) -> VerifiedAgent:
-    mode = app_settings.DPOP
-    if mode == "off":
-        verified = verify_agent_jwt(bearer_token(request), audiences=expected_audiences(request))
-    else:
-        verified = dpop.authenticate(request, expected_audiences(request), mode)
-    ratelimit.hit("agent", verified.agent.pk)
-    clocks.touch(verified.agent)
-    return verified
+    """The agent behind a guarded view's request: the same verification, metering and
+    session slide as the protocol endpoints, with the audiences of this view's URL."""
+    return authenticate_agent(request, expected_audiences(request))
 
 
 def serves_location(request: HttpRequest, names: Sequence[str]) -> bool:

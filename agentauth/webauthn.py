@@ -15,6 +15,7 @@ from typing import Any
 from django.contrib.sessions.backends.base import SessionBase
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from . import audit
@@ -137,9 +138,14 @@ def revoke_credential(credential: WebAuthnCredential, *, by: Any) -> bool:
     return bool(changed)
 
 
+def usable_credentials(user: Any) -> QuerySet[WebAuthnCredential]:
+    """The credentials a step-up may use: the person's, not revoked (``confirmed``)."""
+    return WebAuthnCredential.objects.filter(user=user, confirmed=True)
+
+
 def begin_stepup(session: SessionBase, user: Any, approval_id: str) -> dict[str, Any]:
     lib = _py_webauthn()
-    credentials = list(WebAuthnCredential.objects.filter(user=user, confirmed=True))
+    credentials = list(usable_credentials(user))
     if not credentials:
         raise ProtocolError(
             "webauthn_not_enrolled",

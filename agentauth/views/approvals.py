@@ -165,7 +165,7 @@ def _page(
         "fresh": approvals.is_fresh(request.session),
         "needs_webauthn": approvals.required_strength(i["grant"].capability for i in items)
         == "webauthn",
-        "has_credentials": WebAuthnCredential.objects.filter(user=request.user).exists(),
+        "has_credentials": webauthn.usable_credentials(request.user).exists(),
         "stepped_up": webauthn.stepup_verified(request.session, request.user, approval.pk),
         "can_approve": approvals.may_decide(approval, request.user, request.session),
         "can_deny": approvals.may_decide(approval, request.user, request.session, reject=True),

@@ -59,6 +59,23 @@ def session_expires_at(agent: Agent) -> datetime | None:
     return min(deadlines) if deadlines else None
 
 
+def _lifetime_over(agent: Agent, now: datetime) -> bool:
+    return agent.absolute_expires_at is not None and now >= agent.absolute_expires_at
+
+
+def _session_over(agent: Agent, now: datetime) -> bool:
+    return (
+        agent.status == AgentStatus.ACTIVE
+        and agent.expires_at is not None
+        and (now >= agent.expires_at)
+    )
+
+
+def transition_due(agent: Agent, now: datetime) -> bool:
+    """Whether :func:`evaluate_clocks` would change a live ``agent`` now (without changing it)."""
+    return _lifetime_over(agent, now) or _session_over(agent, now)
+
+
 def evaluate_clocks(agent: Agent, now: datetime | None = None) -> None:
     """Apply the clocks to ``agent`` now, persisting any transition (§2.4).
 
@@ -67,10 +84,10 @@ def evaluate_clocks(agent: Agent, now: datetime | None = None) -> None:
     now = now or timezone.now()
     if agent.status in TERMINAL_AGENT_STATES:
         return
-    if agent.absolute_expires_at is not None and now >= agent.absolute_expires_at:
+    if _lifetime_over(agent, now):
         agents.revoke_agent(agent, actor_type="system", reason=REASON_ABSOLUTE_LIFETIME)
         return
-    if agent.status == AgentStatus.ACTIVE and agent.expires_at and now >= agent.expires_at:
+    if _session_over(agent, now):
         changed = Agent.objects.filter(pk=agent.pk, status=AgentStatus.ACTIVE).update(
             status=AgentStatus.EXPIRED, updated_at=now
         )

@@ -164,9 +164,7 @@ def _may_act(agent: Agent, host: Host, now: datetime) -> bool:
     without writing anything)."""
     if agent.status != AgentStatus.ACTIVE or host.status != HostStatus.ACTIVE:
         return False
-    if agent.absolute_expires_at is not None and now >= agent.absolute_expires_at:
-        return False
-    return not (agent.expires_at is not None and now >= agent.expires_at)
+    return not clocks.transition_due(agent, now)
 
 
 def _column(field: Any) -> str:

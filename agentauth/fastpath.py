@@ -67,11 +67,13 @@ class Fallback(Exception):
 
 
 def sync_capability(name: Any) -> Capability | None:
-    """The capability if a call to it may take the hot path (a public, local, sync one)."""
-    if not isinstance(name, str) or not name or len(name) > 128:
+    """The capability if a call to it may take the hot path: a public, local, sync one, with
+    DPoP off and not required by the capability (proofs are checked on the general path only,
+    ``agentauth.dpop``)."""
+    if app_settings.DPOP != "off" or not isinstance(name, str) or not name or len(name) > 128:
         return None
     cap = registry.get(name)
-    if cap is None or not cap.public or cap.mode != "sync":
+    if cap is None or not cap.public or cap.mode != "sync" or cap.require_dpop:
         return None
     if cap.url and cap.url != app_settings.DEFAULT_LOCATION:
         return None

@@ -145,17 +145,22 @@ class ExecuteView(ProtocolView):
     http_method_names = ["post", "options"]
 
     def post(self, request: HttpRequest) -> HttpResponseBase:
-        fast = self.fast(request)
-        if fast is not None:
-            return fast
-        verified = authenticate_agent(request, execute_audiences())
-        try:
+        try:  # read once, for the hot path and the general path alike
             body = read_json_body(request)
             check_fields(body, ("capability", "arguments"))
         except ProtocolError as exc:
-            # A call whose body cannot be read is still a refused call (§11).
-            execution.record(verified, "", error=exc)
-            raise
+            unreadable: ProtocolError | None = exc
+        else:
+            unreadable = None
+            fast = self.fast(request, body)
+            if fast is not None:
+                return fast
+        verified = authenticate_agent(request, execute_audiences())
+        if unreadable is not None:
+            # A call whose body cannot be read is still a refused call (§11), once the caller
+            # is known.
+            execution.record(verified, "", error=unreadable)
+            raise unreadable
         arguments = body.get("arguments")
         outcome = execution.execute(
             verified, body.get("capability"), {} if arguments is None else arguments, request
@@ -175,22 +180,19 @@ class ExecuteView(ProtocolView):
             return response
         return json_response(wire.sync_result(outcome.data))
 
-    def fast(self, request: HttpRequest) -> HttpResponseBase | None:
+    def fast(self, request: HttpRequest, body: dict[str, Any]) -> HttpResponseBase | None:
         """The hot path of a sync call (``fastpath``); ``None``: answer on the general path."""
-        if app_settings.DPOP != "off":
-            return None  # proofs are checked on the general path only (``dpop``)
-        try:
-            token = bearer_token(request)
-            body = read_json_body(request)
-            check_fields(body, ("capability", "arguments"))
-        except ProtocolError:
-            return None
+        cap = fastpath.sync_capability(body.get("capability"))
         arguments = body.get("arguments")
         arguments = {} if arguments is None else arguments
-        cap = fastpath.sync_capability(body.get("capability"))
-        if cap is None or cap.require_dpop or not isinstance(arguments, dict):
+        if cap is None or not isinstance(arguments, dict):
             return None
         try:
+            token = bearer_token(request)
+        except ProtocolError:
+            return None
+        try:
+            # A failed handler's ProtocolError is the answer (audited); only Fallback retries.
             data = fastpath.execute(token, execute_audiences(), cap, arguments, request)
         except fastpath.Fallback:
             return None

@@ -148,6 +148,22 @@ OPENED = b": waiting for the approval\n\n"
 KEEPALIVE = b": keepalive\n\n"
 
 
+class _Pace:
+    """The time limit and keepalive rhythm of one stream, for the sync and the async loop."""
+
+    def __init__(self) -> None:
+        self.started = self.last_sent = time.monotonic()
+
+    def open(self) -> bool:
+        return time.monotonic() - self.started < app_settings.APPROVAL_EVENTS_MAX_SECONDS
+
+    def keepalive_due(self) -> bool:
+        if time.monotonic() - self.last_sent < KEEPALIVE_SECONDS:
+            return False
+        self.last_sent = time.monotonic()
+        return True
+
+
 class ApprovalEventStream:
     """The frames of one stream. Django closes the body when the response ends, which releases
     the slot even if iteration never began (a generator's ``finally`` would not run then)."""
@@ -165,16 +181,15 @@ class ApprovalEventStream:
         return _AsyncBody(self) if asynchronous else _SyncBody(self)
 
     def frames(self) -> Iterator[bytes]:
-        started = last_sent = time.monotonic()
+        pace = _Pace()
         try:
             yield OPENED
-            while time.monotonic() - started < app_settings.APPROVAL_EVENTS_MAX_SECONDS:
+            while pace.open():
                 result = outcome(self.agent_id)
                 if result is not None:
                     yield frame(*result)
                     return
-                if time.monotonic() - last_sent >= KEEPALIVE_SECONDS:
-                    last_sent = time.monotonic()
+                if pace.keepalive_due():
                     yield KEEPALIVE
                 time.sleep(POLL_SECONDS)
         except ProtocolError:
@@ -183,17 +198,16 @@ class ApprovalEventStream:
             self.slot.release()
 
     async def aframes(self) -> AsyncIterator[bytes]:
-        started = last_sent = time.monotonic()
+        pace = _Pace()
         check = sync_to_async(outcome)
         try:
             yield OPENED
-            while time.monotonic() - started < app_settings.APPROVAL_EVENTS_MAX_SECONDS:
+            while pace.open():
                 result = await check(self.agent_id)
                 if result is not None:
                     yield frame(*result)
                     return
-                if time.monotonic() - last_sent >= KEEPALIVE_SECONDS:
-                    last_sent = time.monotonic()
+                if pace.keepalive_due():
                     yield KEEPALIVE
                 await asyncio.sleep(POLL_SECONDS)
         except ProtocolError:

@@ -14,6 +14,7 @@ from typing import Any
 
 from django.db import transaction
 
+from . import prepared
 from .models import Agent, AuditEvent, Host
 
 logger = logging.getLogger("agentauth.audit")
@@ -38,7 +39,7 @@ def record(
         host_id = host.id if host is not None else ""
     if user_id is None and agent is not None and agent.user_id is not None:
         user_id = agent.user_id
-    event = AuditEvent.objects.create(
+    event = AuditEvent(
         kind=kind,
         actor_type=actor_type,
         actor_id=str(actor_id or ""),
@@ -50,6 +51,8 @@ def record(
         error_code=error_code,
         data=data,
     )
+    # Written on every call of the hot paths: a statement built once (no ORM compilation).
+    prepared.insert([event])
     transaction.on_commit(AuditLog(event))
     return event
 

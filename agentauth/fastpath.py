@@ -33,31 +33,29 @@ The SQL is built once per process from the models' metadata, so renamed columns 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Collection, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Collection
 from datetime import datetime
 from functools import cache
 from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import DatabaseError, connection, models, transaction
-from django.db.backends.utils import CursorDebugWrapper
+from django.db import connection, transaction
 from django.utils import timezone
 
-from . import clocks, execution, ratelimit, replay, signals, tokens
+from . import audit, clocks, execution, prepared, ratelimit, replay, signals, tokens
 from .capabilities import Capability, registry
 from .conf import app_settings
 from .errors import ProtocolError
 from .models import (
     Agent,
     AgentStatus,
-    AuditEvent,
     CapabilityGrant,
     GrantStatus,
     Host,
     HostStatus,
     ReplayRecord,
 )
+from .prepared import Shape
 
 AGENT_TYP = tokens.AGENT_TYP
 
@@ -143,7 +141,16 @@ def execute(
             except (TypeError, ValueError):
                 failure = ProtocolError("internal_error", "The capability returned non-JSON data")
         if failure is None:
-            _insert_audit(agent, cap.name, jti)
+            # The row execution.record writes on the general path (its signal follows the commit).
+            audit.record(
+                "capability.executed",
+                actor_type="agent",
+                actor_id=agent.pk,
+                agent=agent,
+                capability=cap.name,
+                jti=jti,
+                mode="sync",
+            )
         else:
             transaction.set_rollback(True)  # what the handler wrote goes, with the jti record
     assert verified is not None
@@ -169,51 +176,19 @@ def _may_act(agent: Agent, host: Host, now: datetime) -> bool:
     return not clocks.transition_due(agent, now)
 
 
-def _column(field: Any) -> str:
-    column = getattr(field, "column", None)
-    assert isinstance(column, str), field
-    return column
-
-
 # --- SQL -----------------------------------------------------------------------------------------
-
-Converter = Callable[[Any, Any, Any], Any]
-
-
-class _Shape:
-    """Columns and converters of one model, in ``concrete_fields`` order."""
-
-    def __init__(self, model: type[models.Model], alias: str) -> None:
-        qn = connection.ops.quote_name
-        self.model = model
-        self.fields = list(model._meta.concrete_fields)
-        self.names = [f.attname for f in self.fields]
-        self.columns = [f"{alias}.{qn(_column(f))}" for f in self.fields]
-        self.converters: list[tuple[list[Converter], Any]] = []
-        for f in self.fields:
-            col = f.get_col(alias)
-            convs = connection.ops.get_db_converters(col) + f.get_db_converters(connection)
-            self.converters.append((convs, col))
-
-    def build(self, values: tuple[Any, ...] | list[Any]) -> Any:
-        out = []
-        for value, (convs, col) in zip(values, self.converters, strict=True):
-            for conv in convs:
-                value = conv(value, col, connection)
-            out.append(value)
-        return self.model.from_db(connection.alias, self.names, out)
 
 
 @cache
-def _statements(vendor: str, with_replay: bool) -> tuple[str | None, str, tuple[_Shape, ...]]:
+def _statements(vendor: str, with_replay: bool) -> tuple[str | None, str, tuple[Shape, ...]]:
     """(``"separate"`` when the jti record is inserted by its own statement, the select, the
     shapes); per process, per vendor and guard."""
     qn = connection.ops.quote_name
-    a, h, g = _Shape(Agent, "a"), _Shape(Host, "h"), _Shape(CapabilityGrant, "g")
+    a, h, g = Shape(Agent, "a"), Shape(Host, "h"), Shape(CapabilityGrant, "g")
     am, hm, gm = Agent._meta, Host._meta, CapabilityGrant._meta
 
     def col(meta: Any, name: str) -> str:
-        return qn(_column(meta.get_field(name)))
+        return qn(prepared.column(meta.get_field(name)))
 
     grant_where = (
         f"{col(gm, 'agent')} = a.{col(am, 'id')} AND {col(gm, 'capability')} = %s"
@@ -227,7 +202,7 @@ def _statements(vendor: str, with_replay: bool) -> tuple[str | None, str, tuple[
     if vendor == "postgresql":
         # The grant row is locked by the statement that reads it (spec §8.17); the replay record
         # is inserted by the same statement, so the whole read is one round trip.
-        gcols = ", ".join(qn(_column(f)) for f in g.fields)
+        gcols = ", ".join(qn(prepared.column(f)) for f in g.fields)
         spent = ", (SELECT count(*) FROM spent)" if with_replay else ""
         select = (
             (f"WITH spent AS ({insert} RETURNING 1) " if with_replay else "")
@@ -259,7 +234,7 @@ def _load(
     elif key is not None:
         expires = ReplayRecord._meta.get_field("expires_at").get_db_prep_save(until, connection)
         params = [key, expires, *params]
-    with _cursor() as cursor:
+    with prepared.cursor() as cursor:
         cursor.execute(select, params)
         row = cursor.fetchone()
     if row is None:
@@ -275,101 +250,3 @@ def _load(
     if insert is None and key is not None:
         spent = row[na + nh + ng] == 1
     return agent, host, grant, spent
-
-
-_AUDIT_COLUMNS = (
-    "created_at",
-    "kind",
-    "actor_type",
-    "actor_id",
-    "agent_id",
-    "host_id",
-    "user_id",
-    "capability",
-    "outcome",
-    "error_code",
-    "data",
-)
-
-
-@cache
-def _audit_sql(vendor: str) -> str:
-    qn = connection.ops.quote_name
-    meta = AuditEvent._meta
-    columns = ", ".join(qn(_column(meta.get_field(name))) for name in _AUDIT_COLUMNS)
-    marks = ", ".join(["%s"] * len(_AUDIT_COLUMNS))
-    return f"INSERT INTO {qn(meta.db_table)} ({columns}) VALUES ({marks})"
-
-
-def _insert_audit(agent: Agent, capability: str, jti: str) -> None:
-    """The ``capability.executed`` row ``execution.record`` writes (spec §11), without the ORM's
-    per-call query compilation. Columns the row leaves out take their model defaults; a test
-    compares it with the general path's row."""
-    meta = AuditEvent._meta
-    values = [
-        meta.get_field("created_at").get_db_prep_save(timezone.now(), connection),
-        "capability.executed",
-        "agent",
-        str(agent.pk),
-        agent.pk,
-        agent.host_id,
-        "" if agent.user_id is None else str(agent.user_id),
-        capability,
-        "ok",
-        "",
-        meta.get_field("data").get_db_prep_save({"jti": jti, "mode": "sync"}, connection),
-    ]
-    with _cursor() as cursor:
-        cursor.execute(_audit_sql(connection.vendor), values)
-
-
-def _cursor() -> Any:
-    """A cursor for the two statements above, which run on every call with only the values
-    changing.
-
-    On PostgreSQL with psycopg 3, one that binds values on the server, so that psycopg can
-    prepare them: with ``OPTIONS["prepare_threshold"]`` set on the database (Django leaves
-    prepared statements off, for connection poolers in transaction mode), each is prepared once
-    it has run that many times on the connection. Planning the main statement costs PostgreSQL
-    more than running it: measured, prepared statements halve PostgreSQL's CPU per execute
-    (docs/deployment.md). Django's own cursors keep binding on the client (unless the project
-    sets ``server_side_binding``), so nothing else of the project changes. The cursor is wrapped
-    as Django wraps its own: ``execute_wrappers`` and the query log see these statements.
-    """
-    if connection.vendor == "postgresql" and _psycopg3():
-        from django.db.backends.postgresql import base as postgresql
-
-        connection.ensure_connection()
-        server_binding: Any = postgresql.ServerBindingCursor  # the stubs lack its signature
-        raw = server_binding(connection.connection)
-        if connection.queries_logged:
-            return _DebugCursor(raw, connection)
-        return connection.make_cursor(raw)
-    return connection.cursor()
-
-
-class _DebugCursor(CursorDebugWrapper):
-    """Django's debug cursor, writing the statement out itself: psycopg keeps no query text
-    when it runs a prepared statement, where Django's query log would look for it."""
-
-    @contextmanager
-    def debug_sql(
-        self,
-        sql: str | None = None,
-        params: Any = None,
-        use_last_executed_query: bool = False,
-        many: bool = False,
-    ) -> Iterator[None]:
-        if use_last_executed_query and sql is not None and not many:
-            with suppress(DatabaseError):
-                sql = self.db.ops.compose_sql(sql, params)
-        with super().debug_sql(sql, params, use_last_executed_query=False, many=many):
-            yield
-
-
-@cache
-def _psycopg3() -> bool:
-    # Imported here: a project on SQLite need not have a PostgreSQL driver installed.
-    from django.db.backends.postgresql.psycopg_any import is_psycopg3
-
-    return bool(is_psycopg3)

@@ -13,7 +13,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from . import agents, audit, clocks, jwks, keys, policy, signals
+from . import agents, audit, clocks, jwks, keys, policy, prepared, signals
 from .approvals import IssuedApproval, open_request
 from .conf import app_settings
 from .errors import ProtocolError, invalid_request
@@ -156,7 +156,7 @@ def _get_or_create_host(verified: VerifiedHost, host_name: str) -> tuple[Host, b
         return raced, False
 
 
-def _initial_statuses(
+def initial_statuses(
     host: Host, req: RegistrationRequest
 ) -> tuple[AgentStatus, dict[str, GrantStatus], bool]:
     """Decide the agent status, each grant's status, and whether the host is activated."""
@@ -216,66 +216,86 @@ def _register(verified: VerifiedHost, req: RegistrationRequest, agent_key: Agent
         existing = Agent.objects.select_for_update().filter(host=host, thumbprint=agent_tp).first()
         if existing is not None:
             return _retry(existing, req)
-        agent_status, grant_statuses, activate_host = _initial_statuses(host, req)
+        agent_status, grant_statuses, activate_host = initial_statuses(host, req)
         if activate_host:
             host.status = HostStatus.ACTIVE
             host.activated_at = now
             host.save(update_fields=["status", "activated_at", "updated_at"])
-        agent = Agent(
-            host=host,
-            user_id=host.user_id if req.mode == AgentMode.DELEGATED else None,
-            name=req.name,
-            mode=req.mode,
-            status=agent_status,
-            public_key=agent_key.public_key,
-            thumbprint=agent_tp,
-            jwks_url=agent_key.jwks_url,
-            kid=agent_key.kid,
-            created_at=now,
-        )
-        clocks.set_absolute_deadline(agent)
-        if agent_status == AgentStatus.ACTIVE:
-            clocks.activate(agent, now)
-        agent.save(force_insert=True)
-        grants = CapabilityGrant.objects.bulk_create(
-            [
-                CapabilityGrant(
-                    agent=agent,
-                    capability=rc.name,
-                    status=grant_statuses[rc.name],
-                    constraints=rc.constraints,
-                    granted_by_id=(
-                        host.user_id if grant_statuses[rc.name] == GrantStatus.ACTIVE else None
-                    ),
-                    reason=req.reason,
-                    expires_at=(
-                        policy.grant_expiry(rc.name, agent, now)
-                        if grant_statuses[rc.name] == GrantStatus.ACTIVE
-                        else None
-                    ),
-                )
-                for rc in req.capabilities
-            ]
-        )
+        agent, grants = new_agent(host, req, agent_key, agent_status, grant_statuses, now)
+        prepared.insert([agent])
+        prepared.insert(grants)
         approval = _approval_if_needed(agent, grants, req)
-        if created_host:
-            audit.record("host.created", actor_type="host", actor_id=host.pk, host=host)
-        audit.record(
-            "agent.registered",
-            actor_type="host",
-            actor_id=host.pk,
-            agent=agent,
-            status=agent.status,
-            mode=agent.mode,
-            capabilities=[rc.name for rc in req.capabilities],
-            auto_approved=[g.capability for g in grants if g.status == GrantStatus.ACTIVE],
-        )
-        transaction.on_commit(
-            lambda: signals.agent_registered.send(
-                sender=Agent, agent=agent, host=host, created_host=created_host
+        registered(agent, host, req, grants, created_host=created_host)
+    return agent, grants, approval
+
+
+def new_agent(
+    host: Host,
+    req: RegistrationRequest,
+    agent_key: AgentKey,
+    agent_status: AgentStatus,
+    grant_statuses: dict[str, GrantStatus],
+    now: Any,
+) -> tuple[Agent, list[CapabilityGrant]]:
+    """The new agent and its grants, not yet saved (shared with ``agentauth.fastregister``)."""
+    agent = Agent(
+        host=host,
+        user_id=host.user_id if req.mode == AgentMode.DELEGATED else None,
+        name=req.name,
+        mode=req.mode,
+        status=agent_status,
+        public_key=agent_key.public_key,
+        thumbprint=agent_key.thumbprint,
+        jwks_url=agent_key.jwks_url,
+        kid=agent_key.kid,
+        created_at=now,
+    )
+    clocks.set_absolute_deadline(agent)
+    if agent_status == AgentStatus.ACTIVE:
+        clocks.activate(agent, now)
+    grants = []
+    for rc in req.capabilities:
+        active = grant_statuses[rc.name] == GrantStatus.ACTIVE
+        grants.append(
+            CapabilityGrant(
+                agent=agent,
+                capability=rc.name,
+                status=grant_statuses[rc.name],
+                constraints=rc.constraints,
+                granted_by_id=host.user_id if active else None,
+                reason=req.reason,
+                expires_at=policy.grant_expiry(rc.name, agent, now) if active else None,
             )
         )
-    return agent, grants, approval
+    return agent, grants
+
+
+def registered(
+    agent: Agent,
+    host: Host,
+    req: RegistrationRequest,
+    grants: list[CapabilityGrant],
+    *,
+    created_host: bool,
+) -> None:
+    """Audit the registration and, once committed, tell the receivers (in its transaction)."""
+    if created_host:
+        audit.record("host.created", actor_type="host", actor_id=host.pk, host=host)
+    audit.record(
+        "agent.registered",
+        actor_type="host",
+        actor_id=host.pk,
+        agent=agent,
+        status=agent.status,
+        mode=agent.mode,
+        capabilities=[rc.name for rc in req.capabilities],
+        auto_approved=[g.capability for g in grants if g.status == GrantStatus.ACTIVE],
+    )
+    transaction.on_commit(
+        lambda: signals.agent_registered.send(
+            sender=Agent, agent=agent, host=host, created_host=created_host
+        )
+    )
 
 
 def _approval_if_needed(

@@ -17,7 +17,7 @@ from typing import Any
 from django.http import HttpRequest
 from django.utils import timezone
 
-from . import agents, clocks, hosts, jwks, jws, keys, ratelimit, replay
+from . import agents, clocks, hosts, jwks, jws, keys, prepared, ratelimit, replay
 from .conf import app_settings
 from .errors import ProtocolError, invalid_jwt
 from .models import Agent, AgentStatus, Host, HostStatus
@@ -144,18 +144,8 @@ def verify_host_jwt(
     ``allow_rejected``: a rejected host may still read its agents' status, so the client that
     asked learns the outcome (spec §7.1 step 4: polling ends at ``rejected``).
     """
-    parsed = jws.parse(token)
-    if not jws.typ_matches(parsed.header, HOST_TYP):
-        raise invalid_jwt("JWT typ must be host+jwt")
+    parsed, iss, presented, jwks_url = parse_host_jwt(token)
     claims = parsed.claims
-    iss = _string_claim(claims, "iss")
-    assert iss is not None
-    _check_audience(claims, {app_settings.ISSUER})
-    presented = claims.get("host_public_key")
-    claimed_url = claims.get("host_jwks_url")
-    if presented is not None and claimed_url is not None:
-        raise invalid_jwt("A host JWT carries host_public_key or host_jwks_url, not both")
-    jwks_url = None if claimed_url is None else jwks.normalize_url(claimed_url, "host_jwks_url")
 
     # Host JWTs are signed by the host key itself, so only the current key's thumbprint
     # identifies the host: after a rotation the old key stops working at once (spec §5.9).
@@ -206,13 +196,38 @@ def verify_host_jwt(
             # (The key it rotated away from may stay published for a while, spec §8.7: using
             # it is accepted, but does not turn the identifier back.)
             host = hosts.adopt_jwks_key(host, iss)
-        now = timezone.now()
-        # Informational (spec §3.1): one write per half minute, not one per request.
-        if host.last_used_at is None or (now - host.last_used_at).total_seconds() >= 30:
-            Host.objects.filter(pk=host.pk).update(last_used_at=now)
+        note_host_use(host)
     return VerifiedHost(
         host=host, thumbprint=iss, public_key=public_key, claims=claims, jwks_url=jwks_url
     )
+
+
+def note_host_use(host: Host) -> None:
+    """Record that the host just authenticated: informational (spec §3.1), so one write per half
+    minute, not one per request."""
+    now = timezone.now()
+    if host.last_used_at is None or (now - host.last_used_at).total_seconds() >= 30:
+        host.last_used_at = now
+        prepared.update(host, "last_used_at")
+
+
+def parse_host_jwt(token: str) -> tuple[jws.ParsedJWS, str, Any, str | None]:
+    """Shape, ``typ``, ``iss`` and audience of a host JWT, and the key it presents: inline
+    (``host_public_key``, not yet validated) or the normalized ``host_jwks_url``. No key, no
+    database."""
+    parsed = jws.parse(token)
+    if not jws.typ_matches(parsed.header, HOST_TYP):
+        raise invalid_jwt("JWT typ must be host+jwt")
+    claims = parsed.claims
+    iss = _string_claim(claims, "iss")
+    assert iss is not None
+    _check_audience(claims, {app_settings.ISSUER})
+    presented = claims.get("host_public_key")
+    claimed_url = claims.get("host_jwks_url")
+    if presented is not None and claimed_url is not None:
+        raise invalid_jwt("A host JWT carries host_public_key or host_jwks_url, not both")
+    jwks_url = None if claimed_url is None else jwks.normalize_url(claimed_url, "host_jwks_url")
+    return parsed, iss, presented, jwks_url
 
 
 def _jwks_host_key(url: str, header: dict[str, Any], iss: str) -> dict[str, str]:

@@ -235,3 +235,22 @@ def test_non_json_result_on_the_hot_path_is_one_refusal(
     rows = AuditEvent.objects.filter(capability="check_balance")
     assert [(r.kind, r.error_code) for r in rows] == [("capability.refused", "internal_error")]
     assert not AuditEvent.objects.filter(kind="written.by.handler").exists()
+
+
+def test_success_reaches_the_audit_logger_after_commit(
+    api: Api, agent: Any, caplog: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    # Every audit row is also an ``agentauth.audit`` log record (audit.py), the hot path's too.
+    import logging
+
+    caplog.set_level(logging.INFO, logger="agentauth.audit")
+    with django_capture_on_commit_callbacks(execute=True):
+        assert call(api, agent).status == 200
+    (record,) = [r for r in caplog.records if r.name == "agentauth.audit"]
+    row = AuditEvent.objects.get(kind="capability.executed")
+    assert (record.event, record.outcome, record.capability) == (  # type: ignore[attr-defined]
+        "capability.executed",
+        "ok",
+        "check_balance",
+    )
+    assert (record.agent, record.audit_id) == (agent[0].pk, row.pk)  # type: ignore[attr-defined]

@@ -19,6 +19,11 @@ Servers (``--servers``, comma separated):
   connections); ``ours-asgi:N`` N uvicorn workers under gunicorn (psycopg pool of 10
   connections per worker instead of persistent connections).
 
+What each server executes: the reference's ``ticket.read``, which echoes the call; ours by
+default ``bench.echo`` (``benchmarks/capabilities.py``), the same echo, so that both do the same
+work behind the protocol. A ``@capability`` suffix chooses another: ``ours:2@ticket.read`` runs
+the example project's ``ticket.read``, which reads the ticket through the ORM.
+
 Exit status: 0, 1 if a server failed more than 1% of its requests, 2 if the setup failed.
 """
 
@@ -40,6 +45,8 @@ from benchmarks import servers
 from benchmarks.load import SetupError, Workload, busy_pct, discover, percentile
 
 DEFAULT_SERVERS = "ref-memory,ref-postgres,ours:2"
+#: What each kind of server executes unless the spec says ``@capability``.
+DEFAULT_CAPABILITY = {"ref": "ticket.read", "ours": "bench.echo"}
 TARGETS = (
     # (label, ours, reference, minimum ratio of ours / reference, higher is better)
     ("execute/s vs reference (memory)", "execute", "rps", "ref-memory", 1.0),
@@ -101,7 +108,7 @@ def start_all(args: argparse.Namespace, tmp: Path) -> dict[str, tuple[servers.Pr
     started: dict[str, tuple[servers.Process, str]] = {}
     ours_ready = ref_copy = ref_db_ready = None
     for spec in specs:
-        kind, _, count = spec.partition(":")
+        kind, _, count = spec.partition("@")[0].partition(":")
         port = servers.free_port()
         if kind in ("ref-memory", "ref-postgres"):
             if ref_copy is None:
@@ -134,6 +141,12 @@ def start_all(args: argparse.Namespace, tmp: Path) -> dict[str, tuple[servers.Pr
     if ours_ready is not None:
         args.ticket_id = ours_ready
     return started
+
+
+def capability_of(spec: str) -> str:
+    """``ours:2@ticket.read`` -> ``ticket.read``; without a suffix, the kind's default."""
+    _, _, capability = spec.partition("@")
+    return capability or DEFAULT_CAPABILITY["ref" if spec.startswith("ref") else "ours"]
 
 
 def _flush_redis(url: str) -> None:
@@ -172,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
                     target = discover(url, timeout=60)
                     workloads[name] = Workload(
                         target,
+                        capability=capability_of(name),
                         concurrency=args.concurrency,
                         agents=args.agents,
                         arguments={"ticket_id": args.ticket_id},

@@ -37,6 +37,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--replay-guard", choices=("database", "cache"), default="database")
     parser.add_argument("--flow", choices=("execute", "register"), default="execute")
+    parser.add_argument(
+        "--capability",
+        choices=("ticket.read", "bench.echo"),
+        default="ticket.read",
+        help="ticket.read reads the ticket through the ORM; bench.echo echoes the call, as the"
+        " reference's ticket.read does (benchmarks/capabilities.py)",
+    )
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/9")
     parser.add_argument("--profile", action="store_true", help="print the top of a cProfile")
     parser.add_argument("--sort", default="cumulative", help="pstats sort key")
@@ -82,13 +89,13 @@ def main(argv: list[str] | None = None) -> int:
         cache.set(replay.MEMORY_MARKER, time.time() - 3600, None)
     ticket = Ticket.objects.create(subject="Printer on fire", body="profile_execute")
     host, _ = make_host()
-    agent, key = make_agent(host, mode=AgentMode.AUTONOMOUS, grants=["ticket.read"])
+    agent, key = make_agent(host, mode=AgentMode.AUTONOMOUS, grants=[args.capability])
     app = get_wsgi_application()
     # The example handler's own work (an ORM read of the ticket) is timed apart: the reference
     # server's ticket.read only echoes its arguments, and the CPU target is about the
     # protocol's cost, not the project's.
     handler_cpu = [0.0]
-    cap = registry.get("ticket.read")
+    cap = registry.get(args.capability)
     inner = cap.resolve_handler() if cap else None
     if cap is not None and inner is not None:
 
@@ -102,10 +109,10 @@ def main(argv: list[str] | None = None) -> int:
         registry.unregister(cap.name)
         registry.register(dataclasses.replace(cap, handler=timed))
     if args.flow == "execute":
-        body = {"capability": "ticket.read", "arguments": {"ticket_id": str(ticket.pk)}}
+        body = {"capability": args.capability, "arguments": {"ticket_id": str(ticket.pk)}}
         path = "/api/auth/capability/execute"
     else:
-        body = {"name": "bench-agent", "mode": "autonomous", "capabilities": ["ticket.read"]}
+        body = {"name": "bench-agent", "mode": "autonomous", "capabilities": [args.capability]}
         path = "/api/auth/agent/register"
     payload = json.dumps(body).encode()
     host_key = Keypair.generate()
@@ -185,7 +192,10 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(result, indent=1))
     if profiler:
         out = io.StringIO()
-        pstats.Stats(profiler, stream=out).sort_stats(args.sort).print_stats(args.top)
+        stats = pstats.Stats(profiler, stream=out).sort_stats(args.sort)
+        stats.print_stats(args.top)
+        if os.environ.get("AGENTAUTH_PROFILE_DUMP"):
+            stats.dump_stats(os.environ["AGENTAUTH_PROFILE_DUMP"])
         print(out.getvalue())
     return 0 if list(statuses) == ["200 OK"] else 1
 

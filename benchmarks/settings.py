@@ -31,7 +31,9 @@ AGENTAUTH_ISSUER = f"http://127.0.0.1:{_PORT}/api/auth"
 # Benchmark only: autonomous agents asking for ticket.read (or ticket.watch, for the stream
 # benchmark) are active at once, so the load test can execute without a person. The example
 # project itself grants nothing before approval.
-AGENTAUTH_AUTONOMOUS_AUTO_APPROVE = ["ticket.read", "ticket.watch"]
+AGENTAUTH_AUTONOMOUS_AUTO_APPROVE = ["ticket.read", "ticket.watch", "bench.echo"]
+# bench.echo (benchmarks/capabilities.py): the reference's ticket.read, which echoes the call.
+INSTALLED_APPS = [*INSTALLED_APPS, "benchmarks"]  # noqa: F405
 AGENTAUTH_INTROSPECTION_TOKENS = ["benchmark-only"]
 AGENTAUTH_RATE_LIMITS = {
     "ip": None,

@@ -234,9 +234,7 @@ def _load(
     elif key is not None:
         expires = ReplayRecord._meta.get_field("expires_at").get_db_prep_save(until, connection)
         params = [key, expires, *params]
-    with prepared.cursor() as cursor:
-        cursor.execute(select, params)
-        row = cursor.fetchone()
+    row = prepared.execute(select, params).fetchone()
     if row is None:
         return None
     na, nh, ng = len(a.fields), len(h.fields), len(g.fields)

@@ -156,9 +156,7 @@ def _load(iss: str, key: str | None, until: datetime) -> tuple[Host, bool] | Non
     elif key is not None:
         expires = ReplayRecord._meta.get_field("expires_at").get_db_prep_save(until, connection)
         params = [key, expires, iss]
-    with prepared.cursor() as cursor:
-        cursor.execute(select, params)
-        row = cursor.fetchone()
+    row = prepared.execute(select, params).fetchone()
     if row is None:
         return None
     if key is not None and not separate:

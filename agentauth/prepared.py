@@ -18,7 +18,7 @@ from contextvars import ContextVar
 from functools import cache
 from typing import Any
 
-from django.db import DatabaseError, connection, models
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections, models
 from django.db.backends.utils import CursorDebugWrapper
 
 Converter = Callable[[Any, Any, Any], Any]
@@ -46,12 +46,13 @@ class Shape:
             self.converters.append((convs, col))
 
     def build(self, values: tuple[Any, ...] | list[Any]) -> Any:
+        conn = connections[DEFAULT_DB_ALIAS]  # once, not through the proxy per value
         out = []
         for value, (convs, col) in zip(values, self.converters, strict=True):
             for conv in convs:
-                value = conv(value, col, connection)
+                value = conv(value, col, conn)
             out.append(value)
-        return self.model.from_db(connection.alias, self.names, out)
+        return self.model.from_db(conn.alias, self.names, out)
 
 
 @cache
@@ -82,25 +83,36 @@ def insert(objs: Sequence[models.Model]) -> None:
     if not objs:
         return
     model = type(objs[0])
-    returning = bool(connection.features.can_return_columns_from_insert)
-    sql, fields, returns = _insert_statement(connection.vendor, model, len(objs), returning)
+    conn = connections[DEFAULT_DB_ALIAS]  # once, not through the proxy per field
+    returning = bool(conn.features.can_return_columns_from_insert)
+    sql, fields, returns = _insert_statement(conn.vendor, model, len(objs), returning)
     if model._meta.auto_field is not None and not returns:
         for obj in objs:  # a database that cannot return the new keys
             obj.save(force_insert=True)
         return
-    params = [f.get_db_prep_save(f.pre_save(obj, True), connection) for obj in objs for f in fields]
-    c = cursor()
+    params = [_db_value(f, f.pre_save(obj, True), conn) for obj in objs for f in fields]
+    pending = _pending.get()
+    c = cursor(own=pending is not None)
     c.execute(sql, params)
     for obj in objs:
         obj._state.adding = False
-        obj._state.db = connection.alias
-    pending = _pending.get()
+        obj._state.db = conn.alias
     if pending is not None:
         pending.append((c, objs if returns else ()))
-        return
-    with c:
-        if returns:
-            _set_keys(c, objs)
+    elif returns:
+        _set_keys(c, objs)
+
+
+#: Fields whose ``get_db_prep_save`` returns a ``str`` value unchanged (exact types: a subclass
+#: may adapt).
+_PLAIN_TEXT = (models.CharField, models.TextField)
+
+
+def _db_value(field: Any, value: Any, conn: Any) -> Any:
+    """``field.get_db_prep_save(value, conn)``, without its five calls for plain text."""
+    if type(value) is str and type(field) in _PLAIN_TEXT:
+        return value
+    return field.get_db_prep_save(value, conn)
 
 
 def _set_keys(c: Any, objs: Sequence[models.Model]) -> None:
@@ -143,6 +155,13 @@ def batch() -> Iterator[None]:
                 _set_keys(c, objs)
 
 
+def execute(sql: str, params: Sequence[Any]) -> Any:
+    """Run one statement on ``cursor()``; the cursor, to fetch its rows from."""
+    c = cursor()
+    c.execute(sql, params)
+    return c
+
+
 @cache
 def _update_statement(
     vendor: str, model: type[models.Model], names: tuple[str, ...]
@@ -157,18 +176,17 @@ def _update_statement(
 def update(obj: models.Model, *names: str) -> None:
     """Write these fields of a saved instance, as ``Model.objects.filter(pk=...).update(...)``
     would (no ``auto_now``, no signals)."""
-    sql, fields = _update_statement(connection.vendor, type(obj), names)
-    params = [f.get_db_prep_save(getattr(obj, f.attname), connection) for f in fields]
-    c = cursor()
-    c.execute(sql, [*params, obj.pk])
+    conn = connections[DEFAULT_DB_ALIAS]
+    sql, fields = _update_statement(conn.vendor, type(obj), names)
+    params = [_db_value(f, getattr(obj, f.attname), conn) for f in fields]
     pending = _pending.get()
+    c = cursor(own=pending is not None)
+    c.execute(sql, [*params, obj.pk])
     if pending is not None:
         pending.append((c, ()))
-    else:
-        c.close()
 
 
-def cursor() -> Any:
+def cursor(*, own: bool = False) -> Any:
     """A cursor for statements that run on every call with only the values changing.
 
     On PostgreSQL with psycopg 3, one that binds values on the server, so that psycopg can
@@ -180,17 +198,30 @@ def cursor() -> Any:
     the project sets ``server_side_binding``), so nothing else of the project changes. The
     cursor is wrapped as Django wraps its own: ``execute_wrappers`` and the query log see these
     statements.
-    """
-    if connection.vendor == "postgresql" and psycopg3():
-        from django.db.backends.postgresql import base as postgresql
 
-        connection.ensure_connection()
-        server_binding: Any = postgresql.ServerBindingCursor  # the stubs lack its signature
-        raw = server_binding(connection.connection)
-        if connection.queries_logged:
-            return _DebugCursor(raw, connection)
-        return connection.make_cursor(raw)
-    return connection.cursor()
+    One such cursor is kept per connection and reused (making one is a visible share of a hot
+    path's CPU); callers do not close it. ``own=True``: a new one, for the caller to close
+    (``batch()`` keeps several with results pending).
+    """
+    conn = connections[DEFAULT_DB_ALIAS]
+    if conn.vendor != "postgresql" or not psycopg3():
+        return conn.cursor()
+    conn.ensure_connection()
+    if conn.queries_logged:
+        return _DebugCursor(_server_binding(conn.connection), conn)
+    if own:
+        return conn.make_cursor(_server_binding(conn.connection))
+    kept = getattr(conn, "_agentauth_cursor", None)
+    if kept is None or kept.closed or kept.connection is not conn.connection:
+        kept = conn._agentauth_cursor = _server_binding(conn.connection)  # type: ignore[attr-defined]
+    return conn.make_cursor(kept)
+
+
+def _server_binding(raw: Any) -> Any:
+    from django.db.backends.postgresql import base as postgresql
+
+    server_binding: Any = postgresql.ServerBindingCursor  # the stubs lack its signature
+    return server_binding(raw)
 
 
 class _DebugCursor(CursorDebugWrapper):

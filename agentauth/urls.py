@@ -18,8 +18,10 @@ from .views.openapi import OpenApiView
 app_name = "agentauth"
 
 urlpatterns = [
-    path(".well-known/agent-configuration", views.DiscoveryView.as_view(), name="discovery"),
+    # The endpoints agents call most come first: Django tries the patterns in order.
+    path("capability/execute", views.ExecuteView.as_view(), name="execute"),
     path("agent/register", views.RegisterView.as_view(), name="register"),
+    path(".well-known/agent-configuration", views.DiscoveryView.as_view(), name="discovery"),
     path("agent/status", views.StatusView.as_view(), name="status"),
     path("agent/revoke", views.RevokeView.as_view(), name="revoke"),
     path("agent/events/<str:agent_id>", ApprovalEventsView.as_view(), name="approval_events"),
@@ -35,7 +37,6 @@ urlpatterns = [
     path("host/rotate-key", views.RotateHostKeyView.as_view(), name="rotate_host_key"),
     path("capability/list", views.ListView.as_view(), name="capabilities"),
     path("capability/describe", views.DescribeView.as_view(), name="describe_capability"),
-    path("capability/execute", views.ExecuteView.as_view(), name="execute"),
     path(
         "capability/status/<str:job_id>",
         views.ExecutionStatusView.as_view(),

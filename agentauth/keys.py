@@ -12,6 +12,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -87,6 +88,19 @@ def validate_public_jwk(jwk: Any, *, field: str = "public_key") -> dict[str, str
 
 
 def public_key_from_jwk(jwk: Mapping[str, Any]) -> Ed25519PublicKey:
+    if type(jwk) is dict and all(type(k) is str and type(v) is str for k, v in jwk.items()):
+        # Every agent call loads its agent's key: the same few keys again and again.
+        return _key_of(tuple(sorted(jwk.items())))
+    return _key(jwk)
+
+
+@lru_cache(maxsize=2048)
+def _key_of(items: tuple[tuple[str, str], ...]) -> Ed25519PublicKey:
+    # Only valid keys are remembered: a refusal raises, and lru_cache keeps no exception.
+    return _key(dict(items))
+
+
+def _key(jwk: Mapping[str, Any]) -> Ed25519PublicKey:
     canonical = validate_public_jwk(jwk)
     return Ed25519PublicKey.from_public_bytes(b64url_decode(canonical["x"]))
 

@@ -42,7 +42,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 from django.utils import timezone
 
-from . import audit, clocks, execution, prepared, ratelimit, replay, signals, tokens
+from . import audit, clocks, execution, prepared, ratelimit, replay, signals, tokens, wire
 from .capabilities import Capability, registry
 from .conf import app_settings
 from .errors import ProtocolError
@@ -86,9 +86,10 @@ def execute(
     cap: Capability,
     arguments: dict[str, Any],
     request: Any = None,
-) -> Any:
-    """Run a sync call to ``cap``; its result. Raises ``Fallback`` before any effect when the
-    general path must answer, or the (audited) ``ProtocolError`` of a failed handler."""
+) -> str:
+    """Run a sync call to ``cap``; the answer's body (``wire.sync_result``, encoded once: the
+    check that the result is JSON is its encoding). Raises ``Fallback`` before any effect when
+    the general path must answer, or the (audited) ``ProtocolError`` of a failed handler."""
     if connection.vendor not in ("postgresql", "sqlite"):
         raise Fallback
     try:
@@ -137,7 +138,9 @@ def execute(
             failure.__cause__ = exc
         else:
             try:
-                json.dumps(data, cls=DjangoJSONEncoder)  # as the response will encode it
+                body = json.dumps(
+                    wire.sync_result(data), cls=DjangoJSONEncoder, separators=(",", ":")
+                )
             except (TypeError, ValueError):
                 failure = ProtocolError("internal_error", "The capability returned non-JSON data")
         if failure is None:
@@ -165,7 +168,7 @@ def execute(
     signals.capability_executed.send(
         sender=Agent, agent=agent, capability=cap.name, jti=jti, mode="sync"
     )
-    return data
+    return body
 
 
 def _may_act(agent: Agent, host: Host, now: datetime) -> bool:

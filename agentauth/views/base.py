@@ -28,11 +28,15 @@ logger = logging.getLogger("agentauth")
 
 
 def json_response(
-    data: Any, status: int = 200, headers: dict[str, str] | None = None
+    data: Any, status: int = 200, headers: dict[str, str] | None = None, *, encoded: bool = False
 ) -> HttpResponse:
-    response = JsonResponse(
-        data, status=status, safe=False, json_dumps_params={"separators": (",", ":")}
-    )
+    """``data`` as a JSON answer; ``encoded``: ``data`` is the JSON text already."""
+    if encoded:
+        response = HttpResponse(data, status=status, content_type="application/json")
+    else:
+        response = JsonResponse(
+            data, status=status, safe=False, json_dumps_params={"separators": (",", ":")}
+        )
     response.headers["Cache-Control"] = "no-store"
     for name, value in (headers or {}).items():
         response.headers[name] = value

@@ -193,10 +193,10 @@ class ExecuteView(ProtocolView):
             return None
         try:
             # A failed handler's ProtocolError is the answer (audited); only Fallback retries.
-            data = fastpath.execute(token, execute_audiences(), cap, arguments, request)
+            answer = fastpath.execute(token, execute_audiences(), cap, arguments, request)
         except fastpath.Fallback:
             return None
-        return json_response(wire.sync_result(data))
+        return json_response(answer, encoded=True)
 
 
 def _frames(

@@ -132,6 +132,7 @@ def start_all(args: argparse.Namespace, tmp: Path) -> dict[str, tuple[servers.Pr
                 ours_ready = servers.prepare_ours(env)
             if kind == "ours-cache":
                 _flush_redis(args.redis)
+                servers.mark_cache_up(env)
             workers = int(count or 2)
             worker_class = {"ours-asgi": "asgi", "ours-gthread": "gthread"}.get(kind, "sync")
             proc = servers.start_ours(port, env, workers, worker_class)

@@ -182,6 +182,18 @@ def prepare_ours(env: dict[str, str]) -> str:
     raise SetupError("could not read the seeded ticket's id")
 
 
+#: An emptied replay cache refuses tokens signed before its memory began (``agentauth.replay``,
+#: docs/operations.md): a benchmark's freshly flushed Redis is marked as up for an hour.
+MARK_CACHE_UP = (
+    "import time; from django.core.cache import cache; from agentauth import replay; "
+    "cache.set(replay.MEMORY_MARKER, time.time() - 3600, None)"
+)
+
+
+def mark_cache_up(env: dict[str, str]) -> None:
+    run_manage(env, "shell", "-c", MARK_CACHE_UP)
+
+
 def start_ours(port: int, env: dict[str, str], workers: int, worker_class: str = "sync") -> Process:
     """gunicorn with ``workers`` sync workers, or gthread workers of 4 threads each (which keep
     connections alive: a sync worker closes the client's connection after every response), or

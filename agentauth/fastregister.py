@@ -111,9 +111,6 @@ def _register(
         ratelimit.hit("host", host.pk)
     except ProtocolError:
         raise Fallback from None
-    if not database_guard:
-        # Its refusals are final answers (a cache record cannot be rolled back).
-        replay.consume(tokens.HOST_TYP, iss, jti, until, issued_at=parsed.claims["iat"])
     now = timezone.now()
     agent, grants = registration.new_agent(host, req, agent_key, agent_status, grant_statuses, now)
     with prepared.batch():  # one round trip for the writes
@@ -121,6 +118,11 @@ def _register(
         prepared.insert([agent])
         prepared.insert(grants)
         registration.registered(agent, host, req, grants, created_host=False)
+    if not database_guard:
+        # Only once the writes went through: a key already registered (IntegrityError above)
+        # is a retry for the general path, which must find this jti unspent. A refusal here is
+        # the final answer (a cache record cannot be rolled back) and rolls the writes back.
+        replay.consume(tokens.HOST_TYP, iss, jti, until, issued_at=parsed.claims["iat"])
     return wire.registration(agent, grants, None)
 
 

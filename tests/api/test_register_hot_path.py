@@ -247,3 +247,25 @@ def test_cache_replay_guard(api: Api, known_host: tuple[Host, Keypair]) -> None:
     assert api.post("/agent/register", AUTONOMOUS, token=token).status == 200
     assert_error(api.post("/agent/register", AUTONOMOUS, token=token), 401, "invalid_jwt")
     assert ReplayRecord.objects.count() == 0 and Agent.objects.count() == 1
+
+
+@override_settings(AGENTAUTH_REPLAY_GUARD="cache")
+def test_cache_replay_guard_leaves_a_retry_to_the_general_path(
+    api: Api, known_host: tuple[Host, Keypair]
+) -> None:
+    # spec §5.3: the same host and agent key again is answered as a retry (here 409, the agent
+    # is active). The hot path meets the unique key only when it inserts; with the cache guard
+    # it must not have spent the request's jti by then, or the general path would call the
+    # retry a replay (401).
+    import time
+
+    from django.core.cache import cache
+
+    from agentauth import replay
+
+    cache.set(replay.MEMORY_MARKER, time.time() - 3600, None)
+    _, key = known_host
+    agent_key = Keypair.generate()
+    assert api.register(key, agent=agent_key, body=AUTONOMOUS).status == 200
+    assert_error(api.register(key, agent=agent_key, body=AUTONOMOUS), 409, "agent_exists")
+    assert Agent.objects.count() == 1

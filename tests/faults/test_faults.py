@@ -132,7 +132,13 @@ class Stack:
             args += ["-o", opts, "-l", str(self.tmp / "pg.log"), "start"]
         else:
             args += ["stop"]
-        subprocess.run(self._as_postgres(args), check=True, capture_output=True, timeout=60)
+        done = subprocess.run(self._as_postgres(args), capture_output=True, timeout=60)
+        if done.returncode != 0:
+            # Say why: the temporary directory, and the server's log in it, is gone afterwards.
+            log = self.tmp / "pg.log"
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else "(no log)"
+            stderr = done.stderr.decode(errors="replace")[-1000:]
+            raise RuntimeError(f"pg_ctl {action} exited {done.returncode}: {stderr}\n{tail}")
 
     def manage(self, *args: str) -> str:
         out = subprocess.run(

@@ -225,6 +225,22 @@ def record(
     verified: VerifiedAgent, capability: str, *, error: ProtocolError | None = None, **data: Any
 ) -> None:
     """Audit one call, allowed or refused (spec §11), and send its signal."""
+    audit_call(verified, capability, error=error, **data)
+    agent = verified.agent
+    if error is None:
+        signals.capability_executed.send(
+            sender=Agent, agent=agent, capability=capability, jti=verified.claims.get("jti"), **data
+        )
+    else:
+        signals.capability_refused.send(
+            sender=Agent, agent=agent, capability=capability, error=error.code
+        )
+
+
+def audit_call(
+    verified: VerifiedAgent, capability: str, *, error: ProtocolError | None = None, **data: Any
+) -> None:
+    """The call's audit row (spec §11): ``capability.executed`` or ``capability.refused``."""
     agent = verified.agent
     audit.record(
         "capability.executed" if error is None else "capability.refused",
@@ -237,14 +253,6 @@ def record(
         jti=verified.claims.get("jti"),
         **data,
     )
-    if error is None:
-        signals.capability_executed.send(
-            sender=Agent, agent=agent, capability=capability, jti=verified.claims.get("jti"), **data
-        )
-    else:
-        signals.capability_refused.send(
-            sender=Agent, agent=agent, capability=capability, error=error.code
-        )
 
 
 def run_sync(

@@ -42,7 +42,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 from django.utils import timezone
 
-from . import audit, clocks, execution, prepared, ratelimit, replay, signals, tokens, wire
+from . import clocks, execution, prepared, ratelimit, replay, signals, tokens, wire
 from .capabilities import Capability, registry
 from .conf import app_settings
 from .errors import ProtocolError
@@ -53,7 +53,6 @@ from .models import (
     GrantStatus,
     Host,
     HostStatus,
-    ReplayRecord,
 )
 from .prepared import Shape
 
@@ -144,16 +143,8 @@ def execute(
             except (TypeError, ValueError):
                 failure = ProtocolError("internal_error", "The capability returned non-JSON data")
         if failure is None:
-            # The row execution.record writes on the general path (its signal follows the commit).
-            audit.record(
-                "capability.executed",
-                actor_type="agent",
-                actor_id=agent.pk,
-                agent=agent,
-                capability=cap.name,
-                jti=jti,
-                mode="sync",
-            )
+            # The row execution.record writes; its signal follows the commit, below.
+            execution.audit_call(verified, cap.name, mode="sync")
         else:
             transaction.set_rollback(True)  # what the handler wrote goes, with the jti record
     assert verified is not None
@@ -183,9 +174,8 @@ def _may_act(agent: Agent, host: Host, now: datetime) -> bool:
 
 
 @cache
-def _statements(vendor: str, with_replay: bool) -> tuple[str | None, str, tuple[Shape, ...]]:
-    """(``"separate"`` when the jti record is inserted by its own statement, the select, the
-    shapes); per process, per vendor and guard."""
+def _statements(vendor: str, with_replay: bool) -> tuple[str, tuple[Shape, ...]]:
+    """(The select, the shapes); per process, per vendor and guard."""
     qn = connection.ops.quote_name
     a, h, g = Shape(Agent, "a"), Shape(Host, "h"), Shape(CapabilityGrant, "g")
     am, hm, gm = Agent._meta, Host._meta, CapabilityGrant._meta
@@ -197,7 +187,6 @@ def _statements(vendor: str, with_replay: bool) -> tuple[str | None, str, tuple[
         f"{col(gm, 'agent')} = a.{col(am, 'id')} AND {col(gm, 'capability')} = %s"
         f" AND {col(gm, 'status')} = %s ORDER BY {col(gm, 'id')} LIMIT 1"
     )
-    insert = replay.insert_sql(vendor)
     base_from = (
         f"FROM {qn(am.db_table)} a JOIN {qn(hm.db_table)} h"
         f" ON h.{col(hm, 'id')} = a.{col(am, 'host')}"
@@ -206,14 +195,13 @@ def _statements(vendor: str, with_replay: bool) -> tuple[str | None, str, tuple[
         # The grant row is locked by the statement that reads it (spec §8.17); the replay record
         # is inserted by the same statement, so the whole read is one round trip.
         gcols = ", ".join(qn(prepared.column(f)) for f in g.fields)
-        spent = ", (SELECT count(*) FROM spent)" if with_replay else ""
+        prefix, spent = replay.spend_clauses(vendor, with_replay)
         select = (
-            (f"WITH spent AS ({insert} RETURNING 1) " if with_replay else "")
-            + f"SELECT {', '.join(a.columns + h.columns + g.columns)}{spent} {base_from}"
+            f"{prefix}SELECT {', '.join(a.columns + h.columns + g.columns)}{spent} {base_from}"
             + f" LEFT JOIN LATERAL (SELECT {gcols} FROM {qn(gm.db_table)}"
             + f" WHERE {grant_where} FOR UPDATE) g ON TRUE WHERE a.{col(am, 'id')} = %s"
         )
-        return None, select, (a, h, g)
+        return select, (a, h, g)
     # SQLite: no row locks (a write transaction is exclusive there) and no INSERT in a CTE.
     select = (
         f"SELECT {', '.join(a.columns + h.columns + g.columns)} {base_from}"
@@ -221,7 +209,7 @@ def _statements(vendor: str, with_replay: bool) -> tuple[str | None, str, tuple[
         f" FROM {qn(gm.db_table)} WHERE {grant_where})"
         f" WHERE a.{col(am, 'id')} = %s"
     )
-    return ("separate" if with_replay else None), select, (a, h, g)
+    return select, (a, h, g)
 
 
 def _load(
@@ -229,15 +217,9 @@ def _load(
 ) -> tuple[Agent, Host, CapabilityGrant | None, bool] | None:
     """Agent, host, locked active grant (or ``None``) and whether the ``jti`` record was
     inserted now; ``None`` when no such agent."""
-    insert, select, (a, h, g) = _statements(connection.vendor, key is not None)
-    spent = True
+    select, (a, h, g) = _statements(connection.vendor, key is not None)
     params: list[Any] = [capability, GrantStatus.ACTIVE.value, agent_id]
-    if key is not None and insert:
-        spent = replay.insert(key, until)
-    elif key is not None:
-        expires = ReplayRecord._meta.get_field("expires_at").get_db_prep_save(until, connection)
-        params = [key, expires, *params]
-    row = prepared.execute(select, params).fetchone()
+    row, spent = replay.read_spending(select, params, key, until)
     if row is None:
         return None
     na, nh, ng = len(a.fields), len(h.fields), len(g.fields)
@@ -248,6 +230,4 @@ def _load(
     if row[na + nh] is not None:
         grant = g.build(row[na + nh : na + nh + ng])
         CapabilityGrant.agent.field.set_cached_value(grant, agent)
-    if insert is None and key is not None:
-        spent = row[na + nh + ng] == 1
     return agent, host, grant, spent

@@ -42,7 +42,7 @@ from . import keys, prepared, ratelimit, registration, replay, tokens, wire
 from .conf import app_settings
 from .errors import ProtocolError
 from .fastpath import Fallback
-from .models import AgentStatus, GrantStatus, Host, HostStatus, ReplayRecord
+from .models import AgentStatus, GrantStatus, Host, HostStatus
 from .prepared import Shape
 
 __all__ = ["Fallback", "register"]
@@ -127,40 +127,24 @@ def _register(
 
 
 @cache
-def _statements(vendor: str, with_replay: bool) -> tuple[bool, str, Shape]:
-    """(whether the ``jti`` record is inserted by its own statement, the select, the shape); per
-    process, per vendor and guard."""
+def _statements(vendor: str, with_replay: bool) -> tuple[str, Shape]:
+    """(The select, the shape); per process, per vendor and guard."""
     qn = connection.ops.quote_name
     h = Shape(Host, "h")
     meta = Host._meta
     thumbprint = qn(prepared.column(meta.get_field("thumbprint")))
-    where = f"FROM {qn(meta.db_table)} h WHERE h.{thumbprint} = %s"
-    if vendor == "postgresql" and not with_replay:
-        return False, f"SELECT {', '.join(h.columns)} {where} FOR UPDATE OF h", h
-    if vendor == "postgresql":
-        select = (
-            f"WITH spent AS ({replay.insert_sql(vendor)} RETURNING 1) "
-            f"SELECT {', '.join(h.columns)}, (SELECT count(*) FROM spent) {where} FOR UPDATE OF h"
-        )
-        return False, select, h
-    # SQLite: no row locks (a write transaction is exclusive there) and no INSERT in a CTE.
-    return True, f"SELECT {', '.join(h.columns)} {where}", h
+    prefix, spent = replay.spend_clauses(vendor, with_replay)
+    select = f"{prefix}SELECT {', '.join(h.columns)}{spent} FROM {qn(meta.db_table)} h"
+    select += f" WHERE h.{thumbprint} = %s"
+    # SQLite: no row locks (a write transaction is exclusive there).
+    return (select + " FOR UPDATE OF h" if vendor == "postgresql" else select), h
 
 
 def _load(iss: str, key: str | None, until: datetime) -> tuple[Host, bool] | None:
     """The host whose current key ``iss`` names, locked, and whether the ``jti`` record was
     inserted now (``key``: the database guard's); ``None`` when no such host."""
-    separate, select, h = _statements(connection.vendor, key is not None)
-    spent = True
-    params: list[Any] = [iss]
-    if key is not None and separate:
-        spent = replay.insert(key, until)
-    elif key is not None:
-        expires = ReplayRecord._meta.get_field("expires_at").get_db_prep_save(until, connection)
-        params = [key, expires, iss]
-    row = prepared.execute(select, params).fetchone()
+    select, h = _statements(connection.vendor, key is not None)
+    row, spent = replay.read_spending(select, [iss], key, until)
     if row is None:
         return None
-    if key is not None and not separate:
-        spent = row[len(h.fields)] == 1
     return h.build(row[: len(h.fields)]), spent

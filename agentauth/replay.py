@@ -19,6 +19,7 @@ import logging
 import time
 from datetime import datetime
 from functools import cache
+from typing import Any
 
 from django.core.cache import caches
 from django.db import DatabaseError, connection
@@ -98,10 +99,40 @@ def insert(key: str, until: datetime) -> bool:
     concurrent insert of the same key waits for the other transaction and then finds it (under
     autocommit that is one round trip instead of ``BEGIN``/``INSERT``/``COMMIT``).
     """
-    expires = ReplayRecord._meta.get_field("expires_at").get_db_prep_save(until, connection)
     with connection.cursor() as cursor:
-        cursor.execute(insert_sql(connection.vendor), [key, expires])
+        cursor.execute(insert_sql(connection.vendor), [key, _expires(until)])
         return bool(cursor.rowcount == 1)
+
+
+def _expires(until: datetime) -> Any:
+    return ReplayRecord._meta.get_field("expires_at").get_db_prep_save(until, connection)
+
+
+def spend_clauses(vendor: str, with_replay: bool) -> tuple[str, str]:
+    """(prefix, last column) that make a hot path's ``SELECT <columns> ...`` insert the ``jti``
+    record in the same statement, the column saying whether it was inserted now (PostgreSQL: an
+    ``INSERT`` in a CTE, ``ON CONFLICT DO NOTHING``); empty where ``read_spending`` inserts it
+    first, by itself."""
+    if not with_replay or vendor != "postgresql":
+        return "", ""
+    return f"WITH spent AS ({insert_sql(vendor)} RETURNING 1) ", ", (SELECT count(*) FROM spent)"
+
+
+def read_spending(
+    select: str, params: list[Any], key: str | None, until: datetime
+) -> tuple[Any, bool]:
+    """Run a hot path's read (built with ``spend_clauses``) and, with ``key``, spend the ``jti``
+    record: the row (``None`` if none) and whether the record was inserted now (``True``
+    without ``key``)."""
+    from . import prepared
+
+    if key is None:
+        return prepared.execute(select, params).fetchone(), True
+    if connection.vendor != "postgresql":
+        spent = insert(key, until)
+        return prepared.execute(select, params).fetchone(), spent
+    row = prepared.execute(select, [key, _expires(until), *params]).fetchone()
+    return row, row is not None and row[-1] == 1
 
 
 @cache

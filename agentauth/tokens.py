@@ -211,13 +211,18 @@ def note_host_use(host: Host) -> None:
         prepared.update(host, "last_used_at")
 
 
+def _parse_typed(token: str, typ: str) -> jws.ParsedJWS:
+    parsed = jws.parse(token)
+    if not jws.typ_matches(parsed.header, typ):
+        raise invalid_jwt(f"JWT typ must be {typ}")
+    return parsed
+
+
 def parse_host_jwt(token: str) -> tuple[jws.ParsedJWS, str, Any, str | None]:
     """Shape, ``typ``, ``iss`` and audience of a host JWT, and the key it presents: inline
     (``host_public_key``, not yet validated) or the normalized ``host_jwks_url``. No key, no
     database."""
-    parsed = jws.parse(token)
-    if not jws.typ_matches(parsed.header, HOST_TYP):
-        raise invalid_jwt("JWT typ must be host+jwt")
+    parsed = _parse_typed(token, HOST_TYP)
     claims = parsed.claims
     iss = _string_claim(claims, "iss")
     assert iss is not None
@@ -269,9 +274,7 @@ def parse_agent_jwt(
     token: str, audiences: Collection[str]
 ) -> tuple[jws.ParsedJWS, str, str | None]:
     """Shape, ``typ``, ``sub``, ``iss`` and audience of an agent JWT: no key, no database."""
-    parsed = jws.parse(token)
-    if not jws.typ_matches(parsed.header, AGENT_TYP):
-        raise invalid_jwt("JWT typ must be agent+jwt")
+    parsed = _parse_typed(token, AGENT_TYP)
     claims = parsed.claims
     sub = _string_claim(claims, "sub")
     assert sub is not None

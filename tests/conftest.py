@@ -61,7 +61,7 @@ from dataclasses import dataclass  # noqa: E402
 
 from django.test import Client  # noqa: E402
 
-from agentauth.testing import Keypair, host_token  # noqa: E402
+from agentauth.testing import Keypair, agent_token, host_token  # noqa: E402
 from tests import openapi_check  # noqa: E402
 
 ISSUER = "http://testserver/api/auth"
@@ -113,6 +113,14 @@ class Api:
     def get(self, path: str, *, token: str | None = None, **params: Any) -> Reply:
         headers = {"HTTP_AUTHORIZATION": f"Bearer {token}"} if token else {}
         return self._reply("GET", BASE + path, self.client.get(BASE + path, params, **headers))
+
+    def request_capability(self, agent: Any, key: Keypair, capabilities: list[Any]) -> Reply:
+        """The agent asks for more (spec §5.4), with a fresh agent JWT."""
+        return self.post(
+            "/agent/request-capability",
+            {"capabilities": capabilities},
+            token=agent_token(agent, key),
+        )
 
     def register(
         self, host: Keypair, agent: Keypair | None = None, body: Any = None, **token_kwargs: Any

@@ -126,13 +126,8 @@ def test_a_capability_request_of_an_active_agent_is_followed_too(
 ) -> None:
     host, key = make_host(user=user)
     agent, agent_key = make_agent(host, grants=["check_balance"])
-    from agentauth.testing import agent_token
 
-    reply = api.post(
-        "/agent/request-capability",
-        {"capabilities": ["read_only_note"]},
-        token=agent_token(agent, agent_key),
-    )
+    reply = api.request_capability(agent, agent_key, ["read_only_note"])
     assert reply.body["approval"]["notification_url"].endswith(f"/agent/events/{agent.pk}")
     operator_decides(agent, user)
     found = events(open_stream(client, key, agent.pk))

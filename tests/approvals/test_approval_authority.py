@@ -31,7 +31,7 @@ from agentauth.models import (
     GrantStatus,
     Host,
 )
-from agentauth.testing import Keypair, agent_token, make_agent, make_host
+from agentauth.testing import Keypair, make_agent, make_host
 from agentauth.testing.authenticator import SoftAuthenticator
 from tests.conftest import Api, post_decision
 
@@ -135,11 +135,7 @@ def test_staff_cannot_approve_a_delegated_agent_of_another_person(
     # allow". Staff may decide for autonomous agents only (§2.2.2), whatever their permissions.
     host, _ = make_host(user=user)
     agent, key = make_agent(host, grants=["check_balance"])
-    reply = api.post(
-        "/agent/request-capability",
-        {"capabilities": ["read_only_note"]},
-        token=agent_token(agent, key),
-    )
+    reply = api.request_capability(agent, key, ["read_only_note"])
     code = reply.body["approval"]["user_code"]
     staff = Client()
     staff.force_login(staff_approver)
@@ -178,11 +174,7 @@ def test_an_administrator_may_deny_but_not_approve_for_another_person(
     # a grant of anything, and administrators may stop what they see (approvals._person_may_decide).
     host, _ = make_host(user=user)
     agent, key = make_agent(host, grants=["check_balance"])
-    reply = api.post(
-        "/agent/request-capability",
-        {"capabilities": ["read_only_note"]},
-        token=agent_token(agent, key),
-    )
+    reply = api.request_capability(agent, key, ["read_only_note"])
     staff = Client()
     staff.force_login(staff_approver)
     page = enter_code(staff, reply.body["approval"]["user_code"])
@@ -247,19 +239,11 @@ def test_a_request_that_changed_after_it_was_shown_is_refused(
     # saw. Here the agent asks for more between the page being shown and "Approve" being hit.
     host, _ = make_host(user=user)
     agent, key = make_agent(host, grants=["check_balance"])
-    first = api.post(
-        "/agent/request-capability",
-        {"capabilities": ["read_only_note"]},
-        token=agent_token(agent, key),
-    )
+    first = api.request_capability(agent, key, ["read_only_note"])
     client.force_login(user)
     page = enter_code(client, first.body["approval"]["user_code"])
     shown = client.get(page).context["shown"]
-    api.post(
-        "/agent/request-capability",
-        {"capabilities": ["transfer"]},
-        token=agent_token(agent, key),
-    )
+    api.request_capability(agent, key, ["transfer"])
     response = client.post(
         page, {"shown": shown, "action": "approve", "capabilities": ["read_only_note"]}, follow=True
     )
@@ -347,11 +331,7 @@ def test_the_command_decides_on_the_operator_path_and_says_so(
     # In anyone else's name, a delegated agent of alice's host is refused.
     host = Host.objects.get(pk=agent.host_id)
     other, other_key = make_agent(host, grants=["check_balance"])
-    api.post(
-        "/agent/request-capability",
-        {"capabilities": ["read_only_note"]},
-        token=agent_token(other, other_key),
-    )
+    api.request_capability(other, other_key, ["read_only_note"])
     with pytest.raises(CommandError, match="acts for another user"):
         call_command("agentauth_approve", other.pk, "--user", "sam", stdout=StringIO())
     assert CapabilityGrant.objects.get(agent=other, capability="read_only_note").status == (

@@ -109,6 +109,7 @@ def test_serves_a_known_host_registering_an_auto_approved_agent(
     [
         "unknown host",
         "bad signature",
+        "presented key is not the host's",
         "pending capability",
         "delegated under an unlinked host",
         "host name changes",
@@ -130,6 +131,9 @@ def test_falls_back_with_nothing_written(case: str, known_host: tuple[Host, Keyp
         # Names the known host (iss, no key of its own), signed by another key.
         claims.update(iss=host.thumbprint, sub=host.thumbprint)
         key = Keypair.generate()
+    elif case == "presented key is not the host's":
+        # Signed by the host, but carrying another key: the general path refuses (spec §4.5.1).
+        claims["host_public_key"] = Keypair.generate().public_jwk
     elif case == "pending capability":
         body["capabilities"] = ["transfer"]
     elif case == "delegated under an unlinked host":
@@ -268,4 +272,22 @@ def test_cache_replay_guard_leaves_a_retry_to_the_general_path(
     agent_key = Keypair.generate()
     assert api.register(key, agent=agent_key, body=AUTONOMOUS).status == 200
     assert_error(api.register(key, agent=agent_key, body=AUTONOMOUS), 409, "agent_exists")
+    assert Agent.objects.count() == 1
+
+
+def test_a_token_spent_by_a_refused_registration_is_a_replay(
+    api: Api, known_host: tuple[Host, Keypair], settings: Any
+) -> None:
+    # spec §4.6: a jti is used once, whatever the first answer was. Here the first use is refused
+    # after the jti was spent (the host's rate limit); its agent key is new, so only the replay
+    # check, not the unique key, can refuse the second use.
+    from django.core.cache import cache
+
+    settings.AGENTAUTH_RATE_LIMITS = {"host": "1/minute", "ip": None}
+    _, key = known_host
+    assert api.register(key, body=AUTONOMOUS).status == 200
+    token = host_token(key, agent_public_key=Keypair.generate())
+    assert_error(api.post("/agent/register", AUTONOMOUS, token=token), 429, "rate_limited")
+    cache.clear()  # the limit's window has passed
+    assert_error(api.post("/agent/register", AUTONOMOUS, token=token), 401, "invalid_jwt")
     assert Agent.objects.count() == 1
